@@ -1,0 +1,124 @@
+"""The ``fedtempo`` command line: run, compare, data download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedtempo.errors import FedTempoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__)
+data_app = typer.Typer(help="Data sets: download (opt-in, online).")
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: key.path=value (repeatable)."),
+]
+
+
+def _fail(exc: FedTempoError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _run_one(config_path: Path | None, out: Path | None, overrides: list[str]) -> dict[str, Any]:
+    from fedtempo.experiment.config import load
+    from fedtempo.experiment.results import run_experiment
+
+    config = load(config_path, overrides)
+    if out is None:
+        out = Path("runs") / config.name
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[clock]}"),
+        TimeElapsedColumn(), console=err_console, transient=False,
+    ) as bar:
+        job = bar.add_task(config.name, total=1.0, clock="virtual 0.0 s")
+
+        def progress(now: float, fraction: float) -> None:
+            bar.update(job, completed=min(fraction, 1.0), clock=f"virtual {now:,.1f} s")
+
+        summary, _ = run_experiment(config, out, progress)
+        bar.update(job, completed=1.0)
+    summary["out"] = str(out)
+    return summary
+
+
+def _summary_table(summaries: list[dict[str, Any]]) -> Table:
+    table = Table(title="fedtempo results")
+    for col in ("run", "algorithm", "final acc %", "best acc %", "virtual s", "t->90% s",
+                "updates", "MB up", "wall s"):
+        table.add_column(col, justify="right" if col not in ("run", "algorithm") else "left")
+    for s in summaries:
+        t90 = s["time_to_accuracy_s"].get("0.9")
+        table.add_row(
+            s["name"], s["algorithm"], f"{100 * s['final_accuracy']:.2f}",
+            f"{100 * s['best_accuracy']:.2f}", f"{s['virtual_time_s']:,.1f}",
+            "never" if t90 is None else f"{t90:,.1f}", str(s["updates_applied"]),
+            f"{s['bytes_up'] / 1e6:,.1f}", f"{s['wall_s']:.1f}",
+        )
+    return table
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="TOML config; none = the default.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results folder (default runs/NAME).")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Run one experiment on the virtual clock and write its results folder."""
+    try:
+        summary = _run_one(config, out, set_ or [])
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    console.print(_summary_table([summary]))
+    console.print(f"results in [bold]{summary['out']}[/] (summary.json, evaluations.csv, "
+                  "events.csv, clients.csv, accuracy.png)")
+
+
+@app.command()
+def compare(
+    configs: Annotated[list[Path], typer.Argument(help="Two or more TOML configs.")],
+    out: Annotated[Path, typer.Option(help="Folder for the runs and the joint plot.")] = Path(
+        "runs/compare"
+    ),
+    set_: SetOption = None,
+) -> None:
+    """Run several configs (e.g. one per algorithm, same population and seed); one plot."""
+    from fedtempo.experiment.compare import compare_runs
+
+    try:
+        summaries = compare_runs(configs, out, set_ or [], _run_one)
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    console.print(_summary_table(summaries))
+    console.print(f"plot: [bold]{out / 'accuracy.png'}[/]; table: {out / 'comparison.json'}")
+
+
+@data_app.command("download")
+def download(
+    name: Annotated[str, typer.Argument(help="mnist or fashion-mnist")],
+    dest: Annotated[Path, typer.Argument(help="Folder to put the files in.")],
+) -> None:
+    """Download a data set from its public mirror and verify SHA-256 checksums (needs network)."""
+    from fedtempo.data.sources import IDX_DATASETS, download
+
+    if name not in IDX_DATASETS:
+        raise _fail(FedTempoError(f"unknown data set {name!r} (allowed: {', '.join(IDX_DATASETS)})"))
+    try:
+        paths = download(name, dest)
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    console.print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    app()

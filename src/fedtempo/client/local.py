@@ -1,0 +1,125 @@
+"""Local training on one client: K epochs or gamma iterations of mini-batch SGD.
+
+This is the same procedure under the virtual clock and in deployment; it never looks at time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fedtempo.params import flatten, load_vector
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """How a client trains locally.
+
+    ``iterations > 0`` runs exactly that many mini-batch steps (gamma in MA-FL), cycling through
+    fresh permutations of the data; otherwise ``epochs`` full passes (the last batch of a pass may
+    be smaller). ``prox_mu > 0`` adds (mu/2)||w - w_start||^2 to the loss (FedProx, FedAsync rho).
+    """
+
+    epochs: int = 1
+    iterations: int = 0
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    prox_mu: float = 0.0
+
+    def num_steps(self, num_samples: int, epochs: int | None = None) -> int:
+        """Number of SGD steps on ``num_samples`` samples (``epochs`` overrides the spec's)."""
+        if num_samples == 0:
+            return 0
+        if self.iterations > 0:
+            return self.iterations
+        k = self.epochs if epochs is None else epochs
+        return k * math.ceil(num_samples / self.batch_size)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What a client sends back (SPEC section 0). ``delta`` = local model - start model."""
+
+    client: int
+    task: int
+    base_version: int
+    delta: torch.Tensor
+    num_samples: int
+    num_steps: int
+    loss: float
+    bytes_sent: int = 0
+    energy_j: float = 0.0
+
+
+def _batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Index batches for ``steps`` SGD steps: successive permutations, cut into batches."""
+    out: list[torch.Tensor] = []
+    while len(out) < steps:
+        perm = torch.randperm(n, generator=generator)
+        out.extend(perm.split(spec.batch_size))
+    return out[:steps]
+
+
+def train_local(
+    model: nn.Module,
+    start: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: LocalSpec,
+    generator: torch.Generator,
+    epochs: int | None = None,
+) -> tuple[torch.Tensor, int, float]:
+    """Train ``model`` (a workspace; its weights are overwritten) from ``start`` on (x, y).
+
+    Returns (delta, steps, mean training loss). Deterministic given ``generator``'s state.
+    ``epochs`` overrides ``spec.epochs`` (adaptive local epochs of AsyncFedED).
+    """
+    load_vector(model, start)
+    steps = spec.num_steps(len(y), epochs)
+    if steps == 0:
+        return torch.zeros_like(start), 0, float("nan")
+    model.train()
+    params = list(model.parameters())
+    anchors = [p.detach().clone() for p in params] if spec.prox_mu > 0 else []
+    optimizer = torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    total = torch.zeros((), dtype=torch.float64)
+    for idx in _batches(len(y), spec, steps, generator):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        if anchors:
+            # Gradient of (mu/2)||w - w0||^2 is mu (w - w0); added directly to the gradient.
+            with torch.no_grad():
+                for p, p0 in zip(params, anchors, strict=True):
+                    if p.grad is not None:
+                        p.grad.add_(p.detach() - p0, alpha=spec.prox_mu)
+        optimizer.step()
+        total += loss.detach()
+    return flatten(model) - start, steps, float(total) / steps
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int = 2048
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy loss) of ``params`` on (x, y)."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    load_vector(model, params)
+    model.eval()
+    correct = 0
+    loss_sum = 0.0
+    for start in range(0, len(y), batch):
+        logits = model(x[start : start + batch])
+        target = y[start : start + batch]
+        loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == target).sum())
+    return correct / len(y), loss_sum / len(y)

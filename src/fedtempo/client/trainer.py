@@ -1,0 +1,70 @@
+"""A task's client-side trainer: one model workspace, the data set and each client's indices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedtempo.client.local import LocalSpec, Update, train_local
+from fedtempo.rng import Streams
+
+
+class ClientTrainer:
+    """Trains any client of one task from a given start vector.
+
+    One model object is reused as a workspace for every client (no per-client model copies); the
+    result depends only on (seed, task, client, base version, dispatch number), never on which
+    clients trained before.
+    """
+
+    def __init__(
+        self,
+        task: int,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        client_indices: Sequence[np.ndarray],
+        spec: LocalSpec,
+        streams: Streams,
+    ) -> None:
+        self.task = task
+        self.model = model
+        self.x = x
+        self.y = y
+        self.client_indices = [torch.from_numpy(np.asarray(i, dtype=np.int64)) for i in client_indices]
+        self.spec = spec
+        self.streams = streams
+
+    def num_samples(self, client: int) -> int:
+        return int(self.client_indices[client].numel())
+
+    def num_steps(self, client: int, epochs: int | None = None) -> int:
+        return self.spec.num_steps(self.num_samples(client), epochs)
+
+    def train(
+        self,
+        client: int,
+        base_version: int,
+        start: torch.Tensor,
+        dispatch: int = 0,
+        epochs: int | None = None,
+    ) -> Update:
+        """Run the local procedure for ``client`` from ``start``; ``dispatch`` numbers the
+        client's trainings (so retraining from the same version draws fresh batches)."""
+        idx = self.client_indices[client]
+        gen = self.streams.torch("train", self.task, client, base_version, dispatch)
+        delta, steps, loss = train_local(
+            self.model, start, self.x[idx], self.y[idx], self.spec, gen, epochs
+        )
+        return Update(
+            client=client,
+            task=self.task,
+            base_version=base_version,
+            delta=delta,
+            num_samples=len(idx),
+            num_steps=steps,
+            loss=loss,
+        )

@@ -1,0 +1,145 @@
+"""Running an experiment and writing its results folder.
+
+Layout of DIR: config.toml (the resolved config, runnable again), events.csv, evaluations.csv,
+clients.csv, accuracy.png, and summary.json, which is written last: a folder without
+summary.json is an incomplete run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import astuple
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+
+import fedtempo
+from fedtempo.experiment.build import Built, build
+from fedtempo.experiment.config import ExperimentConfig, to_dict
+from fedtempo.experiment.plots import accuracy_plot
+from fedtempo.sim.engine import SimResult
+from fedtempo.sim.recorder import Evaluation, Event, Recorder, columns
+
+ACCURACY_TARGETS = (0.8, 0.9, 0.95, 0.97)
+
+
+def time_to_accuracy(evals: Sequence[Evaluation], target: float) -> float | None:
+    """First virtual time at which test accuracy >= target, or None if never."""
+    for e in evals:
+        if e.accuracy >= target:
+            return e.time
+    return None
+
+
+def _write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def client_rows(built: Built, events: Sequence[Event]) -> list[list[Any]]:
+    """Per client: data, device profile, and what it did (updates, seconds, bytes)."""
+    stats = {c: [0, 0.0, 0.0, 0, 0] for c in range(len(built.profiles))}
+    for e in events:
+        if e.client < 0:
+            continue
+        s = stats[e.client]
+        if e.kind == "upload":
+            s[0] += 1
+            s[3] += e.bytes
+        elif e.kind == "compute":
+            s[1] += e.duration
+        elif e.kind == "download":
+            s[2] += e.duration
+            s[4] += e.bytes
+    rows = []
+    for c, prof in enumerate(built.profiles):
+        rows.append([c, len(built.client_train[c]), len(built.client_test[c]), prof.flops_per_s,
+                     prof.uplink_bps, prof.downlink_bps, *stats[c]])
+    return rows
+
+
+CLIENT_COLUMNS = ["client", "train_samples", "test_samples", "flops_per_s", "uplink_bps",
+                  "downlink_bps", "updates", "compute_s", "download_s", "bytes_up", "bytes_down"]
+
+
+def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict[str, Any]:
+    evals = [e for e in result.recorder.evaluations if e.task == built.task.task]
+    final = evals[-1]
+    events = result.recorder.events
+    return {
+        "name": config.name,
+        "algorithm": config.server.algorithm,
+        "dataset": config.data.dataset,
+        "model": config.model.name,
+        "num_clients": len(built.client_train),
+        "seed": config.seed,
+        "virtual_time_s": result.virtual_time,
+        "wall_s": result.recorder.wall(),
+        "final_accuracy": final.accuracy,
+        "final_loss": final.loss,
+        "best_accuracy": max(e.accuracy for e in evals),
+        "model_version": final.version,
+        "updates_applied": final.updates,
+        "time_to_accuracy_s": {str(a): time_to_accuracy(evals, a) for a in ACCURACY_TARGETS},
+        "bytes_up": sum(e.bytes for e in events if e.kind == "upload"),
+        "bytes_down": sum(e.bytes for e in events if e.kind == "download"),
+        "late_updates": sum(1 for e in events if e.kind == "late"),
+        "model_parameters": built.task.profile.num_parameters,
+        "model_train_flops_per_sample": built.task.profile.train_flops,
+        "fedtempo": fedtempo.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_results(
+    out: Path, config: ExperimentConfig, built: Built, result: SimResult
+) -> dict[str, Any]:
+    """Write every result file, summary.json last; returns the summary."""
+    rec = result.recorder
+    _write_csv(out / "events.csv", columns(Event), [astuple(e) for e in rec.events])
+    _write_csv(out / "evaluations.csv", columns(Evaluation), [astuple(e) for e in rec.evaluations])
+    _write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
+    accuracy_plot([(config.server.algorithm, rec.evaluations)], out / "accuracy.png",
+                  title=f"{config.name}: {config.data.dataset}, {config.model.name}")
+    summary = summarize(config, built, result)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "summary.json")
+    return summary
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out: Path | None,
+    progress: Callable[[float, float], None] | None = None,
+) -> tuple[dict[str, Any], SimResult]:
+    """Build and run ``config``; write results to ``out`` (if given). ``progress(now, fraction)``
+    is called as the virtual clock advances."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").unlink(missing_ok=True)  # an old summary must not outlive a crash
+        (out / "config.toml").write_text(tomli_w.dumps(to_dict(config)), encoding="utf-8")
+    limit = config.stop.virtual_time
+    holder: dict[str, Built] = {}
+
+    def on_progress(now: float) -> None:
+        if progress is None or "b" not in holder:
+            return
+        by_rounds = holder["b"].task.model.version / config.server.rounds
+        progress(now, max(by_rounds, now / limit) if limit else by_rounds)
+
+    recorder = Recorder(on_progress)
+    built = build(config, recorder)
+    holder["b"] = built
+    result = built.simulation.run()
+    if out is None:
+        return summarize(config, built, result), result
+    return write_results(out, config, built, result), result

@@ -1,0 +1,94 @@
+"""Model construction with injected randomness, and FLOP/size profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from fedtempo.errors import ConfigError
+from fedtempo.models.zoo import MODELS, CharLSTM
+
+
+def build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, generator: torch.Generator
+) -> nn.Module:
+    """Build registered model ``name`` with its initial weights drawn from ``generator``.
+
+    PyTorch's initialisers read the global generator, so construction runs inside
+    ``torch.random.fork_rng`` seeded from ``generator``: the global state is restored afterwards
+    and the weights depend only on ``generator``.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {name!r} (allowed: {', '.join(MODELS)})")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name](tuple(input_shape), num_classes)
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Static costs of a model: parameters, bytes on the wire, FLOPs per sample."""
+
+    name: str
+    num_parameters: int
+    size_bytes: int
+    forward_flops: int  # per sample
+    train_flops: int  # per sample: forward + backward
+
+    @property
+    def size_bits(self) -> int:
+        return 8 * self.size_bytes
+
+
+def _example_input(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    if isinstance(model, CharLSTM):
+        return torch.zeros((1, *input_shape), dtype=torch.int64)
+    return torch.zeros((1, *input_shape), dtype=torch.float32)
+
+
+def _lstm_forward_flops(model: nn.Module, seq_len: int) -> int:
+    """FLOPs of the gate matrix products of every nn.LSTM in ``model`` for one sequence.
+
+    FlopCounterMode does not see inside the fused CPU LSTM kernel, so these are added by hand:
+    per step and layer, 4 gates x (input + hidden) x hidden multiply-adds.
+    """
+    total = 0
+    for module in model.modules():
+        if isinstance(module, nn.LSTM):
+            for layer in range(module.num_layers):
+                width = module.input_size if layer == 0 else module.hidden_size
+                total += seq_len * 2 * 4 * module.hidden_size * (width + module.hidden_size)
+    return total
+
+
+def profile_model(name: str, model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfile:
+    """Count forward and forward+backward FLOPs of one sample with FlopCounterMode.
+
+    Backward of the first layer w.r.t. its input is not needed in training and not counted.
+    LSTM gates are counted analytically (backward = 2x forward), see ``_lstm_forward_flops``.
+    """
+    example = _example_input(model, input_shape)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(example)
+    forward = counter.get_total_flops()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(example)
+        out.sum().backward()
+    train = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    lstm = _lstm_forward_flops(model, input_shape[0]) if isinstance(model, CharLSTM) else 0
+    forward, train = forward + lstm, train + 3 * lstm
+    params = list(model.parameters())
+    return ModelProfile(
+        name=name,
+        num_parameters=sum(p.numel() for p in params),
+        size_bytes=sum(p.numel() * p.element_size() for p in params),
+        forward_flops=int(forward),
+        train_flops=int(train),
+    )

@@ -1,0 +1,94 @@
+"""The run loop: one SimPy environment, the servers of every task, the periodic evaluator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import simpy
+import torch
+
+from fedtempo.sim.clock import after_instant
+from fedtempo.sim.executor import Executor
+from fedtempo.sim.recorder import Recorder
+from fedtempo.sim.task import SimTask
+
+ServerFactory = Callable[[simpy.Environment, SimTask], Generator[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Everything a run produced: the recorder's logs and each task's final global vector."""
+
+    recorder: Recorder
+    final_params: dict[int, torch.Tensor]
+    virtual_time: float
+
+
+class Simulation:
+    """Runs every task's server process until all finish or ``time_limit`` (virtual seconds).
+
+    ``eval_interval`` > 0 evaluates every task's global model each that many virtual seconds
+    (after all other events of that instant); a final evaluation is always made at the end.
+    An evaluation of an unchanged model version reuses the previous metrics.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[SimTask],
+        servers: Sequence[ServerFactory],
+        executor: Executor,
+        recorder: Recorder,
+        *,
+        eval_interval: float = 0.0,
+        time_limit: float | None = None,
+    ) -> None:
+        if len(tasks) != len(servers):
+            raise ValueError("one server per task")
+        self.env = simpy.Environment()
+        self.tasks = list(tasks)
+        self.servers = list(servers)
+        self.executor = executor
+        self.recorder = recorder
+        self.eval_interval = eval_interval
+        self.time_limit = time_limit
+        self._last_eval: dict[int, tuple[int, float, float]] = {}
+
+    def evaluate_all(self) -> None:
+        for task in self.tasks:
+            version = task.model.version
+            cached = self._last_eval.get(task.task)
+            if cached is not None and cached[0] == version:
+                acc, loss = cached[1], cached[2]
+            else:
+                acc, loss = task.evaluate(task.model.params)
+                self._last_eval[task.task] = (version, acc, loss)
+            self.recorder.evaluation(
+                self.env.now, task.task, version, task.model.updates_applied, acc, loss
+            )
+
+    def _evaluator(self) -> Generator[Any, Any, None]:
+        while True:
+            self.evaluate_all()
+            yield after_instant(self.env, self.eval_interval)
+
+    def run(self) -> SimResult:
+        env = self.env
+        done = [env.process(f(env, t)) for f, t in zip(self.servers, self.tasks, strict=True)]
+        if self.eval_interval > 0:
+            env.process(self._evaluator())
+        until: simpy.Event = env.all_of(done)
+        if self.time_limit is not None:
+            until = until | after_instant(env, self.time_limit)
+        try:
+            env.run(until=until)
+        finally:
+            self.executor.close()
+        if self.eval_interval <= 0 or not self.recorder.evaluations or (
+            self.recorder.evaluations[-1].time < env.now
+        ):
+            self.evaluate_all()
+        return SimResult(
+            self.recorder, {t.task: t.model.params.clone() for t in self.tasks}, float(env.now)
+        )

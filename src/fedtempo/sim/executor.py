@@ -1,0 +1,67 @@
+"""Executors run client trainings on behalf of the simulator.
+
+A training whose start model is known is *submitted* when the client is dispatched and its result
+is *consumed* at the upload event. Between the two the virtual clock moves on, so a parallel
+executor can overlap the real work; an update that is never consumed (a dropped straggler) need
+never be computed. Results must not depend on the executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from fedtempo.client.local import Update
+from fedtempo.client.trainer import ClientTrainer
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One client training: which task and client, from which model version and vector."""
+
+    task: int
+    client: int
+    base_version: int
+    start: torch.Tensor
+    dispatch: int = 0
+    epochs: int | None = None
+
+
+class Handle(Protocol):
+    def result(self) -> Update: ...
+
+
+class Executor(Protocol):
+    def submit(self, job: TrainingJob) -> Handle: ...
+
+    def close(self) -> None: ...
+
+
+class _LazyHandle:
+    def __init__(self, trainer: ClientTrainer, job: TrainingJob) -> None:
+        self._trainer = trainer
+        self._job = job
+        self._update: Update | None = None
+
+    def result(self) -> Update:
+        if self._update is None:
+            j = self._job
+            self._update = self._trainer.train(
+                j.client, j.base_version, j.start, j.dispatch, j.epochs
+            )
+        return self._update
+
+
+class InlineExecutor:
+    """Trains in the simulator's own thread, when (and only if) the result is asked for."""
+
+    def __init__(self, trainers: dict[int, ClientTrainer]) -> None:
+        self.trainers = trainers
+
+    def submit(self, job: TrainingJob) -> Handle:
+        return _LazyHandle(self.trainers[job.task], job)
+
+    def close(self) -> None:
+        pass
