@@ -38,8 +38,12 @@ def _run_one(config_path: Path | None, out: Path | None, overrides: list[str]) -
     if out is None:
         out = Path("runs") / config.name
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[clock]}"),
-        TimeElapsedColumn(), console=err_console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[clock]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
     ) as bar:
         job = bar.add_task(config.name, total=1.0, clock="virtual 0.0 s")
 
@@ -54,16 +58,30 @@ def _run_one(config_path: Path | None, out: Path | None, overrides: list[str]) -
 
 def _summary_table(summaries: list[dict[str, Any]]) -> Table:
     table = Table(title="fedtempo results")
-    for col in ("run", "algorithm", "final acc %", "best acc %", "virtual s", "t->90% s",
-                "updates", "MB up", "wall s"):
+    for col in (
+        "run",
+        "algorithm",
+        "final acc %",
+        "best acc %",
+        "virtual s",
+        "t->90% s",
+        "updates",
+        "MB up",
+        "wall s",
+    ):
         table.add_column(col, justify="right" if col not in ("run", "algorithm") else "left")
     for s in summaries:
         t90 = s["time_to_accuracy_s"].get("0.9")
         table.add_row(
-            s["name"], s["algorithm"], f"{100 * s['final_accuracy']:.2f}",
-            f"{100 * s['best_accuracy']:.2f}", f"{s['virtual_time_s']:,.1f}",
-            "never" if t90 is None else f"{t90:,.1f}", str(s["updates_applied"]),
-            f"{s['bytes_up'] / 1e6:,.1f}", f"{s['wall_s']:.1f}",
+            s["name"],
+            s["algorithm"],
+            f"{100 * s['final_accuracy']:.2f}",
+            f"{100 * s['best_accuracy']:.2f}",
+            f"{s['virtual_time_s']:,.1f}",
+            "never" if t90 is None else f"{t90:,.1f}",
+            str(s["updates_applied"]),
+            f"{s['bytes_up'] / 1e6:,.1f}",
+            f"{s['wall_s']:.1f}",
         )
     return table
 
@@ -80,8 +98,10 @@ def run(
     except FedTempoError as exc:
         raise _fail(exc) from None
     console.print(_summary_table([summary]))
-    console.print(f"results in [bold]{summary['out']}[/] (summary.json, evaluations.csv, "
-                  "events.csv, clients.csv, accuracy.png)")
+    console.print(
+        f"results in [bold]{summary['out']}[/] (summary.json, evaluations.csv, "
+        "events.csv, clients.csv, accuracy.png)"
+    )
 
 
 @app.command()
@@ -112,7 +132,8 @@ def download(
     from fedtempo.data.sources import IDX_DATASETS, download
 
     if name not in IDX_DATASETS:
-        raise _fail(FedTempoError(f"unknown data set {name!r} (allowed: {', '.join(IDX_DATASETS)})"))
+        allowed = ", ".join(IDX_DATASETS)
+        raise _fail(FedTempoError(f"unknown data set {name!r} (allowed: {allowed})"))
     try:
         paths = download(name, dest)
     except FedTempoError as exc:

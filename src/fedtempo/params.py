@@ -28,8 +28,14 @@ def load_vector(model: nn.Module, vector: torch.Tensor) -> None:
         raise ValueError(
             f"parameter vector has shape {tuple(vector.shape)}, model expects ({expected},)"
         )
+    # Copy, never alias: torch.nn.utils.vector_to_parameters makes the parameters views of
+    # ``vector``, so training would silently modify the caller's vector (the global model).
+    offset = 0
     with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(vector, model.parameters())
+        for p in model.parameters():
+            n = p.numel()
+            p.copy_(vector[offset : offset + n].view_as(p))
+            offset += n
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from fedtempo.aggregation.reducers import sample_weighted_delta
 from fedtempo.client.local import Update
+
+
+class SyncRule(Protocol):
+    """A synchronous rule: the new global vector from the current one and a round's updates."""
+
+    def aggregate(self, current: torch.Tensor, updates: Sequence[Update]) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,9 @@ class ClientTrainer:
         self.model = model
         self.x = x
         self.y = y
-        self.client_indices = [torch.from_numpy(np.asarray(i, dtype=np.int64)) for i in client_indices]
+        self.client_indices = [
+            torch.from_numpy(np.asarray(i, dtype=np.int64)) for i in client_indices
+        ]
         self.spec = spec
         self.streams = streams
 

@@ -85,7 +85,7 @@ def load_digits(test_fraction: float, rng: np.random.Generator) -> DataBundle:
     images = (images - images.mean()) / images.std()
     labels = np.asarray(bunch.target, dtype=np.int64)
     order = rng.permutation(len(labels))
-    n_test = int(round(test_fraction * len(labels)))
+    n_test = round(test_fraction * len(labels))
     test_idx, train_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
     x = torch.from_numpy(images).unsqueeze(1)
     y = torch.from_numpy(labels)

@@ -54,7 +54,8 @@ def read_idx(path: Path, expected_ndim: int | None = None) -> np.ndarray:
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write a uint8 array as an IDX file, gzip-compressed when ``path`` ends in ``.gz``."""
     arr = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">HBB", 0, _UINT8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    header = struct.pack(">HBB", 0, _UINT8, arr.ndim)
+    header += struct.pack(">" + "I" * arr.ndim, *arr.shape)
     payload = header + arr.tobytes()
     path = Path(path)
     path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)

@@ -37,7 +37,7 @@ def dirichlet(labels: np.ndarray, num_clients: int, alpha: float, seed: int) -> 
     large and alpha small).
     """
     if not alpha > 0:
-        raise PartitionError(f"partition.alpha must be > 0 for the Dirichlet partition, got {alpha}")
+        raise PartitionError(f"partition.alpha must be > 0 for the Dirichlet split, got {alpha}")
     labels = np.asarray(labels)
     _check_clients(len(labels), num_clients)
     rng = np.random.Generator(np.random.PCG64(seed))
@@ -103,7 +103,7 @@ def split_clients(
     train, test = [], []
     for part in parts:
         shuffled = rng.permutation(part)
-        n_test = min(int(round(test_fraction * len(part))), max(len(part) - 1, 0))
+        n_test = min(round(test_fraction * len(part)), max(len(part) - 1, 0))
         test.append(np.sort(shuffled[:n_test]))
         train.append(np.sort(shuffled[n_test:]))
     return train, test

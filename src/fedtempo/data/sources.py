@@ -1,7 +1,8 @@
 """Where IDX data sets live on disk, and the explicit, verified download for online users.
 
 Search order for a data set's files (first directory holding all four files wins):
-1. the ``root`` given in the config (the directory itself, or ``root/<dataset>``);
+1. the ``root`` given in the config (the directory itself, or ``root/<dataset>``); when a root is
+   given, nothing else is searched: a wrong path is an error, never a silent switch of data;
 2. the ``FEDTEMPO_DATA`` environment variable (same two forms);
 3. ``../shared/data`` seen from the working directory or from the source checkout;
 4. for Fashion-MNIST, Debian's ``dataset-fashion-mnist`` package (/usr/share/datasets).
@@ -87,7 +88,8 @@ IDX_DATASETS: dict[str, IdxDataset] = {
 def _candidate_dirs(spec: IdxDataset, root: Path | None) -> list[Path]:
     bases: list[Path] = []
     if root is not None:
-        bases.append(Path(root))
+        root = Path(root)
+        return [root, root / spec.name, root / spec.name.replace("-", "_")]
     if os.environ.get(ENV_VAR):
         bases.append(Path(os.environ[ENV_VAR]))
     bases.append(Path.cwd().parent / "shared" / "data")

@@ -52,7 +52,7 @@ def leaf_synthetic(
         v = rng.normal(big_b, 1.0, dim)
         x = v + rng.standard_normal((int(counts[k]), dim)) * np.sqrt(cov_diag)
         y = np.argmax(x @ w.T + b, axis=1)
-        cut = int(round((1.0 - test_fraction) * len(y)))
+        cut = round((1.0 - test_fraction) * len(y))
         xs_train.append(x[:cut])
         ys_train.append(y[:cut])
         xs_test.append(x[cut:])

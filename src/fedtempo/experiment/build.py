@@ -46,8 +46,13 @@ def load_data(config: ExperimentConfig, streams: Streams) -> DataBundle:
     if d.dataset == "synthetic":
         s = d.synthetic
         return leaf_synthetic(
-            s.alpha, s.beta, config.partition.num_clients, streams.numpy("data", 0),
-            size_mean=s.size_mean, size_sigma=s.size_sigma, min_size=s.min_size,
+            s.alpha,
+            s.beta,
+            config.partition.num_clients,
+            streams.numpy("data", 0),
+            size_mean=s.size_mean,
+            size_sigma=s.size_sigma,
+            min_size=s.min_size,
             test_fraction=d.test_fraction,
         )
     return load_idx_pair(d.dataset, Path(d.root) if d.root else None)
@@ -93,23 +98,33 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     bundle = load_data(config, streams)
     client_train, client_test = make_partition(config, bundle, streams)
     model = build_model(
-        config.model.name, bundle.train.input_shape, bundle.train.num_classes,
+        config.model.name,
+        bundle.train.input_shape,
+        bundle.train.num_classes,
         streams.torch("init", 0),
     )
     profile = profile_model(config.model.name, model, bundle.train.input_shape)
     t = config.train
     spec = LocalSpec(
-        epochs=t.epochs, iterations=t.iterations, batch_size=t.batch_size, lr=t.lr,
-        momentum=t.momentum, weight_decay=t.weight_decay,
+        epochs=t.epochs,
+        iterations=t.iterations,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
         prox_mu=config.server.mu if config.server.algorithm == "fedprox" else 0.0,
     )
     trainer = ClientTrainer(0, model, bundle.train.x, bundle.train.y, client_train, spec, streams)
-    task = SimTask(0, config.name, trainer, profile, GlobalModel(flatten(model)),
-                   _evaluator(model, bundle))
+    task = SimTask(
+        0, config.name, trainer, profile, GlobalModel(flatten(model)), _evaluator(model, bundle)
+    )
     dev = config.devices
     profiles = draw_profiles(
-        len(client_train), streams.numpy("devices", 0), _lognormal(dev.compute_flops),
-        _lognormal(dev.uplink_mbps, 1e6), _lognormal(dev.downlink_mbps, 1e6),
+        len(client_train),
+        streams.numpy("devices", 0),
+        _lognormal(dev.compute_flops),
+        _lognormal(dev.uplink_mbps, 1e6),
+        _lognormal(dev.downlink_mbps, 1e6),
     )
     devices = StaticDevices(profiles)
     executor = InlineExecutor({0: trainer})
@@ -117,10 +132,24 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
 
     def server(env, t: SimTask):  # type: ignore[no-untyped-def]
         return SyncServer(
-            env, t, devices, executor, recorder, streams, rule=FedAvg(s.server_lr),
-            clients_per_round=s.clients_per_round, rounds=s.rounds, deadline=s.deadline,
+            env,
+            t,
+            devices,
+            executor,
+            recorder,
+            streams,
+            rule=FedAvg(s.server_lr),
+            clients_per_round=s.clients_per_round,
+            rounds=s.rounds,
+            deadline=s.deadline,
         ).run()
 
-    sim = Simulation([task], [server], executor, recorder, eval_interval=config.eval.interval,
-                     time_limit=config.stop.virtual_time)
+    sim = Simulation(
+        [task],
+        [server],
+        executor,
+        recorder,
+        eval_interval=config.eval.interval,
+        time_limit=config.stop.virtual_time,
+    )
     return Built(sim, task, profiles, client_train, client_test)

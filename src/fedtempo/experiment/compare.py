@@ -19,8 +19,15 @@ Runner = Callable[[Path | None, Path | None, list[str]], dict[str, Any]]
 def read_evaluations(path: Path) -> list[Evaluation]:
     with path.open(encoding="utf-8") as fh:
         return [
-            Evaluation(float(r["time"]), float(r["wall_s"]), int(r["task"]), int(r["version"]),
-                       int(r["updates"]), float(r["accuracy"]), float(r["loss"]))
+            Evaluation(
+                float(r["time"]),
+                float(r["wall_s"]),
+                int(r["task"]),
+                int(r["version"]),
+                int(r["updates"]),
+                float(r["accuracy"]),
+                float(r["loss"]),
+            )
             for r in csv.DictReader(fh)
         ]
 

@@ -9,6 +9,7 @@ heterogeneous speeds, FedAvg.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,7 +117,7 @@ class ExperimentConfig(_Section):
         return self
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: Mapping[str, Any]) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -129,10 +130,24 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{path}: {err['msg'].lower()} (got {err.get('input')!r})"
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def validate(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a plain dict (parsed TOML) into an ExperimentConfig, or raise ConfigError."""
+    """Validate a plain dict (parsed TOML) into an ExperimentConfig, or raise ConfigError.
+
+    ``data`` is laid over the defaults, so a table may set only some of its keys
+    (``devices.compute_flops = { sigma = 0 }`` keeps the default median).
+    """
     try:
-        return ExperimentConfig.model_validate(data)
+        return ExperimentConfig.model_validate(_merge(ExperimentConfig().model_dump(), data))
     except ValidationError as exc:
         lines = [_format_error(e) for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from fedtempo.sim.recorder import Evaluation  # noqa: E402
+from fedtempo.sim.recorder import Evaluation
 
 
 def accuracy_plot(
@@ -19,14 +19,18 @@ def accuracy_plot(
     """Test accuracy versus virtual time, one line per (label, evaluations)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, evals in curves:
-        ax.plot([e.time for e in evals], [100 * e.accuracy for e in evals], label=label,
-                marker="." if len(evals) < 40 else None)
+        ax.plot(
+            [e.time for e in evals],
+            [100 * e.accuracy for e in evals],
+            label=label,
+            marker="." if len(evals) < 40 else None,
+        )
     ax.set_xlabel("virtual time (s)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    if len(curves) > 1 or curves and curves[0][0]:
+    if len(curves) > 1 or (curves and curves[0][0]):
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -60,13 +60,33 @@ def client_rows(built: Built, events: Sequence[Event]) -> list[list[Any]]:
             s[4] += e.bytes
     rows = []
     for c, prof in enumerate(built.profiles):
-        rows.append([c, len(built.client_train[c]), len(built.client_test[c]), prof.flops_per_s,
-                     prof.uplink_bps, prof.downlink_bps, *stats[c]])
+        rows.append(
+            [
+                c,
+                len(built.client_train[c]),
+                len(built.client_test[c]),
+                prof.flops_per_s,
+                prof.uplink_bps,
+                prof.downlink_bps,
+                *stats[c],
+            ]
+        )
     return rows
 
 
-CLIENT_COLUMNS = ["client", "train_samples", "test_samples", "flops_per_s", "uplink_bps",
-                  "downlink_bps", "updates", "compute_s", "download_s", "bytes_up", "bytes_down"]
+CLIENT_COLUMNS = [
+    "client",
+    "train_samples",
+    "test_samples",
+    "flops_per_s",
+    "uplink_bps",
+    "downlink_bps",
+    "updates",
+    "compute_s",
+    "download_s",
+    "bytes_up",
+    "bytes_down",
+]
 
 
 def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict[str, Any]:
@@ -107,8 +127,11 @@ def write_results(
     _write_csv(out / "events.csv", columns(Event), [astuple(e) for e in rec.events])
     _write_csv(out / "evaluations.csv", columns(Evaluation), [astuple(e) for e in rec.evaluations])
     _write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
-    accuracy_plot([(config.server.algorithm, rec.evaluations)], out / "accuracy.png",
-                  title=f"{config.name}: {config.data.dataset}, {config.model.name}")
+    accuracy_plot(
+        [(config.server.algorithm, rec.evaluations)],
+        out / "accuracy.png",
+        title=f"{config.name}: {config.data.dataset}, {config.model.name}",
+    )
     summary = summarize(config, built, result)
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -85,8 +85,10 @@ class Simulation:
             env.run(until=until)
         finally:
             self.executor.close()
-        if self.eval_interval <= 0 or not self.recorder.evaluations or (
-            self.recorder.evaluations[-1].time < env.now
+        if (
+            self.eval_interval <= 0
+            or not self.recorder.evaluations
+            or (self.recorder.evaluations[-1].time < env.now)
         ):
             self.evaluate_all()
         return SimResult(

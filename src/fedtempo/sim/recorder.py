@@ -13,7 +13,10 @@ from dataclasses import dataclass, fields
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One simulator event. ``kind``: dispatch, download, compute, upload, late, round, aggregate."""
+    """One simulator event.
+
+    ``kind``: dispatch, download, compute, upload, late, round, aggregate.
+    """
 
     time: float
     wall_s: float

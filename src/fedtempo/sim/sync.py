@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from fedtempo.aggregation.sync import FedAvg
+from fedtempo.aggregation.sync import SyncRule
 from fedtempo.client.local import Update
 from fedtempo.rng import Streams
 from fedtempo.sim.clock import after_instant
@@ -66,7 +66,7 @@ class SyncServer:
         recorder: Recorder,
         streams: Streams,
         *,
-        rule: FedAvg,
+        rule: SyncRule,
         clients_per_round: int,
         rounds: int,
         deadline: float | None = None,
@@ -94,8 +94,9 @@ class SyncServer:
             self.recorder.event(env.now, "round", task.task, -1, task.model.version)
             procs = {}
             for c in cohort:
-                job = TrainingJob(task.task, c, task.model.version, task.model.params,
-                                  task.next_dispatch(c))
+                job = TrainingJob(
+                    task.task, c, task.model.version, task.model.params, task.next_dispatch(c)
+                )
                 procs[c] = env.process(
                     client_session(env, task, c, job, self.devices, self.executor, self.recorder)
                 )
@@ -111,5 +112,6 @@ class SyncServer:
             task.model.params = self.rule.aggregate(task.model.params, updates)
             task.model.version += 1
             task.model.updates_applied += len(updates)
-            self.recorder.event(env.now, "aggregate", task.task, -1, task.model.version,
-                                0, float(len(updates)))
+            self.recorder.event(
+                env.now, "aggregate", task.task, -1, task.model.version, 0, float(len(updates))
+            )

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from fedtempo.errors import ConfigError
+from fedtempo.experiment.config import ExperimentConfig, apply_overrides, load, parse_override
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_default_toml_spells_out_the_embedded_default() -> None:
+    assert load(CONFIGS / "default.toml") == ExperimentConfig() == load(None)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    load(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("server.algorithm=fedx", "server.algorithm: bad value 'fedx' (allowed: 'fedavg' or"),
+        ("servr.rounds=3", "servr: unknown key"),
+        ("server.round=3", "server.round: unknown key"),
+        ("partition.num_clients=0", "partition.num_clients: input should be greater than"),
+        ("train.lr=-0.1", "train.lr: input should be greater than 0"),
+        ("partition.scheme=natural", "partition.scheme: 'natural' needs"),
+        ("model.name=resnet", "model.name: bad value 'resnet'"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(None, [override])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_parse_toml_values() -> None:
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=0.5") == (["a"], 0.5)
+    assert parse_override("a=fedprox") == (["a"], "fedprox")
+    assert parse_override('a="x y"') == (["a"], "x y")
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("nonsense")
+    c = load(None, ["server.rounds=7", "devices.compute_flops.sigma=0"])
+    assert c.server.rounds == 7 and c.devices.compute_flops.sigma == 0
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load(bad)
