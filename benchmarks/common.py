@@ -1,0 +1,48 @@
+"""Shared plumbing for benchmark scripts: results JSON in the BENCHMARKS.md interface."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def write_results(
+    workload: str, figures: dict[str, float], targets: dict[str, dict[str, Any]], quick: bool
+) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    name = workload.lower().replace("-", "_") + ("_quick" if quick else "")
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "workload": workload,
+        "quick": quick,
+        "figures": figures,
+        "targets": targets,
+        "machine": machine(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path
