@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import simpy
 import torch
 
 from fedtempo.aggregation.sync import FedAvg
@@ -18,7 +19,12 @@ from fedtempo.data.datasets import ArrayDataset
 from fedtempo.models.profile import ModelProfile, build_model, profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
+from fedtempo.sim.executor import InlineExecutor
+from fedtempo.sim.recorder import Recorder
+from fedtempo.sim.session import Runtime
 from fedtempo.sim.task import GlobalModel, SimTask
+from fedtempo.system.availability import AlwaysOn, Availability
+from fedtempo.system.devices import DeviceModel
 
 
 @dataclass(frozen=True)
@@ -31,11 +37,33 @@ class Timing:
 
 
 class ScriptedDevices:
-    """A DeviceModel whose durations are fixed per client, independent of work size and time."""
+    """A DeviceModel whose durations are fixed per client, independent of work size and time.
 
-    def __init__(self, timings: Mapping[int, Timing], default: Timing = Timing()) -> None:
+    Energy: ``compute_watts`` x compute seconds and ``upload_watts`` x upload seconds.
+    """
+
+    def __init__(
+        self,
+        timings: Mapping[int, Timing],
+        default: Timing = Timing(),
+        *,
+        availability: Availability | None = None,
+        failure_probability: float = 0.0,
+        compute_watts: float = 2.0,
+        upload_watts: float = 0.5,
+    ) -> None:
         self.timings = dict(timings)
         self.default = default
+        self.availability: Availability = availability or AlwaysOn()
+        self.failure_probability = failure_probability
+        self.compute_watts = compute_watts
+        self.upload_watts = upload_watts
+
+    def compute_energy(self, client: int, flops: float) -> float:
+        return self.compute_watts * self._t(client).compute
+
+    def upload_energy(self, client: int, seconds: float) -> float:
+        return self.upload_watts * seconds
 
     def _t(self, client: int) -> Timing:
         return self.timings.get(client, self.default)
@@ -106,3 +134,16 @@ class RecordingFedAvg:
     def aggregate(self, current: torch.Tensor, updates: Sequence[Update]) -> torch.Tensor:
         self.calls.append(list(updates))
         return self.inner.aggregate(current, updates)
+
+
+def runtime(
+    task: SimTask, devices: DeviceModel, seed: int = 0, env: simpy.Environment | None = None
+) -> Runtime:
+    """A Runtime for one task with an inline executor and a fresh recorder."""
+    return Runtime(
+        env or simpy.Environment(),
+        devices,
+        InlineExecutor({task.task: task.trainer}),
+        Recorder(),
+        Streams(seed),
+    )

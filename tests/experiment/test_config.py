@@ -44,8 +44,9 @@ def test_overrides_parse_toml_values() -> None:
     assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_override("nonsense")
-    c = load(None, ["server.rounds=7", "devices.compute_flops.sigma=0"])
-    assert c.server.rounds == 7 and c.devices.compute_flops.sigma == 0
+    c = load(None, ["server.rounds=7", "devices.compute.sigma=0"])
+    assert c.server.rounds == 7 and c.devices.compute.sigma == 0
+    assert c.devices.compute.median_flops == 2e9  # the rest of the table keeps its defaults
 
 
 def test_file_errors(tmp_path: Path) -> None:

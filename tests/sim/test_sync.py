@@ -5,10 +5,8 @@ from __future__ import annotations
 import simpy
 import torch
 
-from fedtempo.aggregation.sync import FedAvg
-from fedtempo.rng import Streams
-from fedtempo.sim import InlineExecutor, Recorder, SimTask, Simulation, SyncServer
-from fedtempo.testing import RecordingFedAvg, ScriptedDevices, Timing, tiny_task
+from fedtempo.sim import Recorder, SimTask, Simulation, SyncServer
+from fedtempo.testing import RecordingFedAvg, ScriptedDevices, Timing, runtime, tiny_task
 
 
 def _simulate(
@@ -20,27 +18,26 @@ def _simulate(
     deadline: float | None = None,
     rule: RecordingFedAvg | None = None,
     eval_interval: float = 0.0,
+    time_limit: float | None = None,
 ) -> tuple[Recorder, RecordingFedAvg]:
-    recorder = Recorder()
-    rule = rule or RecordingFedAvg()
-    executor = InlineExecutor({task.task: task.trainer})
+    rt = runtime(task, devices)
+    recording = rule or RecordingFedAvg()
 
     def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
         return SyncServer(
-            env,
-            t,
-            devices,
-            executor,
-            recorder,
-            Streams(0),
-            rule=rule,
-            clients_per_round=k,
-            rounds=rounds,
-            deadline=deadline,
+            rt, t, rule=recording, clients_per_round=k, rounds=rounds, deadline=deadline
         ).run()
 
-    Simulation([task], [server], executor, recorder, eval_interval=eval_interval).run()
-    return recorder, rule
+    Simulation(
+        [task],
+        [server],
+        rt.executor,
+        rt.recorder,
+        eval_interval=eval_interval,
+        time_limit=time_limit,
+        env=rt.env,
+    ).run()
+    return rt.recorder, recording
 
 
 def _log(recorder: Recorder) -> list[tuple[float, str, int]]:
@@ -128,24 +125,17 @@ def test_evaluations_follow_the_interval_and_see_same_instant_aggregations() -> 
 
 def test_time_limit_stops_the_run() -> None:
     task = tiny_task(num_clients=2)
-    recorder = Recorder()
-    executor = InlineExecutor({0: task.trainer})
     devices = ScriptedDevices({}, default=Timing(1, 1, 1))
-
-    def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
-        return SyncServer(
-            env,
-            t,
-            devices,
-            executor,
-            recorder,
-            Streams(0),
-            rule=FedAvg(),
-            clients_per_round=2,
-            rounds=100,
-        ).run()
-
-    result = Simulation([task], [server], executor, recorder, time_limit=10.0).run()
-    assert result.virtual_time == 10.0
+    rec, _ = _simulate(task, devices, rounds=100, k=2, time_limit=10.0)
     assert task.model.version == 3
-    assert recorder.evaluations[-1].time == 10.0
+    assert rec.evaluations[-1].time == 10.0
+
+
+def test_energy_is_recorded_per_phase() -> None:
+    devices = ScriptedDevices({}, default=Timing(1, 3, 2), compute_watts=2.0, upload_watts=0.5)
+    rec, rule = _simulate(tiny_task(num_clients=2), devices, k=2)
+    compute = [e.energy for e in rec.events if e.kind == "compute"]
+    upload = [e.energy for e in rec.events if e.kind == "upload"]
+    assert compute == [6.0, 6.0] and upload == [1.0, 1.0]
+    assert [u.energy_j for u in rule.calls[0]] == [7.0, 7.0]
+    assert all(u.bytes_sent == 4 * (6 * 3 + 3) for u in rule.calls[0])  # logreg 6 -> 3

@@ -85,19 +85,42 @@ IDX_DATASETS: dict[str, IdxDataset] = {
 }
 
 
-def _candidate_dirs(spec: IdxDataset, root: Path | None) -> list[Path]:
-    bases: list[Path] = []
+def data_roots(root: Path | None = None) -> list[Path]:
+    """Base directories searched for data, in order (see the module docstring)."""
     if root is not None:
-        root = Path(root)
-        return [root, root / spec.name, root / spec.name.replace("-", "_")]
+        return [Path(root)]
+    bases: list[Path] = []
     if os.environ.get(ENV_VAR):
         bases.append(Path(os.environ[ENV_VAR]))
     bases.append(Path.cwd().parent / "shared" / "data")
     bases.append(Path(__file__).resolve().parents[4] / "shared" / "data")
+    return list(dict.fromkeys(bases))
+
+
+def find_path(relative: str, root: Path | None = None) -> Path:
+    """Resolve a data path: absolute or existing paths as given, else under each data root.
+
+    Used for traces (``traces/bandwidth/fcc``). Raises DataError listing where it looked.
+    """
+    direct = Path(relative).expanduser()
+    if direct.is_absolute() or direct.exists():
+        if direct.exists():
+            return direct
+        raise DataError(f"{direct}: not found")
+    searched = [base / relative for base in data_roots(root)]
+    for candidate in searched:
+        if candidate.exists():
+            return candidate
+    where = ", ".join(str(c) for c in searched)
+    raise DataError(f"{relative}: not found (looked in: {where}); set {ENV_VAR} or give a path")
+
+
+def _candidate_dirs(spec: IdxDataset, root: Path | None) -> list[Path]:
     dirs: list[Path] = []
-    for base in bases:
+    for base in data_roots(root):
         dirs.extend([base, base / spec.name, base / spec.name.replace("-", "_")])
-    dirs.extend(Path(d) for d in spec.extra_dirs)
+    if root is None:
+        dirs.extend(Path(d) for d in spec.extra_dirs)
     return list(dict.fromkeys(dirs))
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import simpy
 import torch
 
 from fedtempo.aggregation.sync import FedAvg
@@ -16,16 +17,19 @@ from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
-from fedtempo.experiment.config import DistributionConfig, ExperimentConfig
+from fedtempo.experiment.config import ExperimentConfig
+from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.engine import Simulation
 from fedtempo.sim.executor import InlineExecutor
 from fedtempo.sim.recorder import Recorder
+from fedtempo.sim.session import Runtime
 from fedtempo.sim.sync import SyncServer
 from fedtempo.sim.task import GlobalModel, SimTask
-from fedtempo.system.devices import DeviceProfile, LogNormal, StaticDevices, draw_profiles
+from fedtempo.sim.uplink import SharedUplink
+from fedtempo.system.population import Population
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class Built:
 
     simulation: Simulation
     task: SimTask
-    profiles: list[DeviceProfile]
+    population: Population
     client_train: list[np.ndarray]
     client_test: list[np.ndarray]
 
@@ -79,10 +83,6 @@ def make_partition(
     return part.split_clients(parts, p.client_test_fraction, streams.numpy("client-test", 0))
 
 
-def _lognormal(d: DistributionConfig, scale: float = 1.0) -> LogNormal:
-    return LogNormal(d.median * scale, d.sigma)
-
-
 def _evaluator(
     model: torch.nn.Module, bundle: DataBundle
 ) -> Callable[[torch.Tensor], tuple[float, float]]:
@@ -118,26 +118,17 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     task = SimTask(
         0, config.name, trainer, profile, GlobalModel(flatten(model)), _evaluator(model, bundle)
     )
-    dev = config.devices
-    profiles = draw_profiles(
-        len(client_train),
-        streams.numpy("devices", 0),
-        _lognormal(dev.compute_flops),
-        _lognormal(dev.uplink_mbps, 1e6),
-        _lognormal(dev.downlink_mbps, 1e6),
-    )
-    devices = StaticDevices(profiles)
+    population = build_population(config.devices, len(client_train), streams)
     executor = InlineExecutor({0: trainer})
+    env = simpy.Environment()
+    uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
+    rt = Runtime(env, population, executor, recorder, streams, uplink)
     s = config.server
 
-    def server(env, t: SimTask):  # type: ignore[no-untyped-def]
+    def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
         return SyncServer(
-            env,
+            rt,
             t,
-            devices,
-            executor,
-            recorder,
-            streams,
             rule=FedAvg(s.server_lr),
             clients_per_round=s.clients_per_round,
             rounds=s.rounds,
@@ -151,5 +142,6 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         recorder,
         eval_interval=config.eval.interval,
         time_limit=config.stop.virtual_time,
+        env=env,
     )
-    return Built(sim, task, profiles, client_train, client_test)
+    return Built(sim, task, population, client_train, client_test)

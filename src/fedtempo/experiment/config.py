@@ -71,19 +71,76 @@ class ServerConfig(_Section):
     mu: float = Field(0.01, ge=0)
 
 
-class DistributionConfig(_Section):
-    """A log-normal quantity: ``median`` and log-space ``sigma`` (0 = every device equal)."""
+class ComputeConfig(_Section):
+    """Device compute speed. ``median_flops``: FLOP/s of the median device. Sources:
+    lognormal (``sigma``), training-latency (FLHetBench phones: slowdown = latency / median,
+    per-session noise from the measured std when ``jitter``), ai-benchmark (CPU score ratio)."""
 
-    median: float = Field(gt=0)
-    sigma: float = Field(0.0, ge=0)
+    source: Literal["lognormal", "training-latency", "ai-benchmark"] = "lognormal"
+    median_flops: float = Field(2e9, gt=0)
+    sigma: float = Field(0.7, ge=0)
+    trace: str | None = None
+    model: Literal["ResNet", "Vit"] = "ResNet"
+    jitter: bool = True
+    kappa: float = Field(1e-28, ge=0)
+
+
+class LinkConfig(_Section):
+    """One direction of the device links. kinds: lognormal (``median_mbps``, ``sigma``), trace
+    (a folder of throughput traces, rates x ``scale``), wireless (Shannon rate over
+    ``bandwidth_hz`` at ``power_w``, distance uniform in ``distance_m``, Rayleigh fading and
+    ``shadowing_db`` log-normal shadowing redrawn every ``coherence_s``)."""
+
+    kind: Literal["lognormal", "trace", "wireless"] = "lognormal"
+    median_mbps: float = Field(2.0, gt=0)
+    sigma: float = Field(0.5, ge=0)
+    trace: str = "traces/bandwidth/fcc"
+    scale: float = Field(1.0, gt=0)
+    bandwidth_hz: float = Field(1e6, gt=0)
+    power_w: float = Field(0.2, gt=0)
+    distance_m: tuple[float, float] = (100.0, 500.0)
+    shadowing_db: float = Field(8.0, ge=0)
+    coherence_s: float = Field(10.0, gt=0)
+    noise_dbm_hz: float = -174.0
+
+    @model_validator(mode="after")
+    def _distances(self) -> LinkConfig:
+        lo, hi = self.distance_m
+        if not 0 < lo <= hi:
+            raise ValueError(f"distance_m: need 0 < min <= max, got {list(self.distance_m)}")
+        return self
+
+
+class AvailabilityConfig(_Section):
+    """always, or FLASH ready intervals (virtual time 0 = a random point of each client's trace
+    when ``random_offset``, else its trace start)."""
+
+    source: Literal["always", "flash"] = "always"
+    trace: str = "traces/availability/flash_ready_times.json"
+    random_offset: bool = True
 
 
 class DevicesConfig(_Section):
-    """Device population: compute speed (FLOP/s) and link rates (Mbit/s)."""
+    """The device population. Traces are found under ``traces_root``, else like data sets."""
 
-    compute_flops: DistributionConfig = DistributionConfig(median=2e9, sigma=0.7)
-    uplink_mbps: DistributionConfig = DistributionConfig(median=2.0, sigma=0.5)
-    downlink_mbps: DistributionConfig = DistributionConfig(median=10.0, sigma=0.5)
+    compute: ComputeConfig = ComputeConfig()
+    uplink: LinkConfig = LinkConfig(median_mbps=2.0)
+    downlink: LinkConfig = LinkConfig(median_mbps=10.0, power_w=1.0)
+    tx_power_w: float = Field(0.2, gt=0)
+    availability: AvailabilityConfig = AvailabilityConfig()
+    failure_probability: float = Field(0.0, ge=0, lt=1)
+    shared_uplink: bool = False
+    strict: bool = False
+    traces_root: str | None = None
+
+    @model_validator(mode="after")
+    def _shared(self) -> DevicesConfig:
+        if self.shared_uplink and self.uplink.kind != "wireless":
+            raise ValueError(
+                "devices.shared_uplink: splitting a total bandwidth needs "
+                f"devices.uplink.kind = 'wireless', got {self.uplink.kind!r}"
+            )
+        return self
 
 
 class EvalConfig(_Section):

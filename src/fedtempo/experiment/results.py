@@ -43,50 +43,60 @@ def _write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> 
         writer.writerows(rows)
 
 
-def client_rows(built: Built, events: Sequence[Event]) -> list[list[Any]]:
-    """Per client: data, device profile, and what it did (updates, seconds, bytes)."""
-    stats = {c: [0, 0.0, 0.0, 0, 0] for c in range(len(built.profiles))}
-    for e in events:
-        if e.client < 0:
-            continue
-        s = stats[e.client]
-        if e.kind == "upload":
-            s[0] += 1
-            s[3] += e.bytes
-        elif e.kind == "compute":
-            s[1] += e.duration
-        elif e.kind == "download":
-            s[2] += e.duration
-            s[4] += e.bytes
-    rows = []
-    for c, prof in enumerate(built.profiles):
-        rows.append(
-            [
-                c,
-                len(built.client_train[c]),
-                len(built.client_test[c]),
-                prof.flops_per_s,
-                prof.uplink_bps,
-                prof.downlink_bps,
-                *stats[c],
-            ]
-        )
-    return rows
-
-
 CLIENT_COLUMNS = [
     "client",
     "train_samples",
     "test_samples",
     "flops_per_s",
-    "uplink_bps",
-    "downlink_bps",
+    "uplink_mbps",
+    "downlink_mbps",
     "updates",
-    "compute_s",
+    "fail",
+    "offline",
+    "late",
     "download_s",
+    "compute_s",
+    "upload_s",
+    "compute_j",
+    "upload_j",
+    "energy_j",
     "bytes_up",
     "bytes_down",
 ]
+_COUNTED = {"upload": "updates", "fail": "fail", "offline": "offline", "late": "late"}
+_TIMED = ("download", "compute", "upload")
+
+
+def client_rows(built: Built, events: Sequence[Event]) -> list[list[Any]]:
+    """Per client: data, device, what it did, the time it spent and the energy it used."""
+    pop = built.population
+    stats: list[dict[str, Any]] = [
+        dict.fromkeys(CLIENT_COLUMNS, 0)
+        | {
+            "client": c,
+            "train_samples": len(built.client_train[c]),
+            "test_samples": len(built.client_test[c]),
+            "flops_per_s": float(pop.compute.flops_per_s[c]),
+            "uplink_mbps": pop.uplink.mean_rate_bps(c) / 1e6,
+            "downlink_mbps": pop.downlink.mean_rate_bps(c) / 1e6,
+        }
+        for c in range(pop.size)
+    ]
+    for e in events:
+        if e.client < 0:
+            continue
+        row = stats[e.client]
+        if e.kind in _COUNTED:
+            row[_COUNTED[e.kind]] += 1
+        if e.kind in _TIMED:
+            row[f"{e.kind}_s"] += e.duration
+        row["compute_j" if e.kind == "compute" else "upload_j"] += e.energy
+        row["energy_j"] += e.energy
+        if e.kind == "upload":
+            row["bytes_up"] += e.bytes
+        elif e.kind == "download":
+            row["bytes_down"] += e.bytes
+    return [[row[col] for col in CLIENT_COLUMNS] for row in stats]
 
 
 def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict[str, Any]:
@@ -111,6 +121,11 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
         "bytes_up": sum(e.bytes for e in events if e.kind == "upload"),
         "bytes_down": sum(e.bytes for e in events if e.kind == "download"),
         "late_updates": sum(1 for e in events if e.kind == "late"),
+        "failed_sessions": sum(1 for e in events if e.kind == "fail"),
+        "offline_sessions": sum(1 for e in events if e.kind == "offline"),
+        "energy_j": sum(e.energy for e in events),
+        "compute_energy_j": sum(e.energy for e in events if e.kind == "compute"),
+        "population_notes": list(built.population.notes),
         "model_parameters": built.task.profile.num_parameters,
         "model_train_flops_per_sample": built.task.profile.train_flops,
         "fedtempo": fedtempo.__version__,

@@ -3,8 +3,10 @@
 from fedtempo.sim.engine import SimResult, Simulation
 from fedtempo.sim.executor import Executor, InlineExecutor, TrainingJob
 from fedtempo.sim.recorder import Evaluation, Event, Recorder
-from fedtempo.sim.sync import SyncServer, client_session
+from fedtempo.sim.session import Runtime, session
+from fedtempo.sim.sync import SyncServer
 from fedtempo.sim.task import GlobalModel, SimTask
+from fedtempo.sim.uplink import SharedUplink
 
 __all__ = [
     "Evaluation",
@@ -13,10 +15,12 @@ __all__ = [
     "GlobalModel",
     "InlineExecutor",
     "Recorder",
+    "Runtime",
+    "SharedUplink",
     "SimResult",
     "SimTask",
     "Simulation",
     "SyncServer",
     "TrainingJob",
-    "client_session",
+    "session",
 ]

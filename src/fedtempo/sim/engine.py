@@ -43,10 +43,11 @@ class Simulation:
         *,
         eval_interval: float = 0.0,
         time_limit: float | None = None,
+        env: simpy.Environment | None = None,
     ) -> None:
         if len(tasks) != len(servers):
             raise ValueError("one server per task")
-        self.env = simpy.Environment()
+        self.env = env if env is not None else simpy.Environment()
         self.tasks = list(tasks)
         self.servers = list(servers)
         self.executor = executor

@@ -15,7 +15,9 @@ from dataclasses import dataclass, fields
 class Event:
     """One simulator event.
 
-    ``kind``: dispatch, download, compute, upload, late, round, aggregate.
+    ``kind``: dispatch, download, compute, upload (client phases, at their end; ``duration`` is
+    the phase's seconds, ``energy`` its joules), fail, offline, late (a session ended without an
+    update), round, aggregate (server; for aggregate ``duration`` holds the number of updates).
     """
 
     time: float
@@ -26,6 +28,7 @@ class Event:
     version: int
     bytes: int = 0
     duration: float = 0.0
+    energy: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +70,11 @@ class Recorder:
         version: int,
         nbytes: int = 0,
         duration: float = 0.0,
+        energy: float = 0.0,
     ) -> None:
-        self.events.append(Event(now, self.wall(), kind, task, client, version, nbytes, duration))
+        self.events.append(
+            Event(now, self.wall(), kind, task, client, version, nbytes, duration, energy)
+        )
         if kind == "aggregate" and self._progress is not None:
             self._progress(now)
 

@@ -1,8 +1,9 @@
 """The synchronous server: FedAvg/FedProx rounds on the virtual clock.
 
-Each round: sample k clients with data (without replacement, from the round's own random stream),
-each downloads the model, trains, uploads; the server waits for all of them or for the deadline,
-drops stragglers (their training is never computed), and aggregates what arrived.
+Each round: sample k clients among those with data that are available at the round's start
+(without replacement, from the round's own random stream; if none is available, wait for the
+first to become available); each runs a session; the server waits for all of them or for the
+deadline, interrupts stragglers (their training is never computed), and aggregates what arrived.
 """
 
 from __future__ import annotations
@@ -11,47 +12,12 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-import simpy
 
 from fedtempo.aggregation.sync import SyncRule
-from fedtempo.client.local import Update
-from fedtempo.rng import Streams
 from fedtempo.sim.clock import after_instant
-from fedtempo.sim.executor import Executor, TrainingJob
-from fedtempo.sim.recorder import Recorder
+from fedtempo.sim.executor import TrainingJob
+from fedtempo.sim.session import Runtime, session
 from fedtempo.sim.task import SimTask
-from fedtempo.system.devices import DeviceModel
-
-
-def client_session(
-    env: simpy.Environment,
-    task: SimTask,
-    client: int,
-    job: TrainingJob,
-    devices: DeviceModel,
-    executor: Executor,
-    recorder: Recorder,
-) -> Generator[Any, Any, Update | None]:
-    """download -> train -> upload for one client; returns the update, or None if interrupted."""
-    handle = executor.submit(job)
-    bits = task.profile.size_bits
-    version = job.base_version
-    recorder.event(env.now, "dispatch", task.task, client, version)
-    try:
-        t = devices.download_time(client, bits, env.now)
-        yield env.timeout(t)
-        recorder.event(env.now, "download", task.task, client, version, bits // 8, t)
-        t = devices.compute_time(client, task.compute_flops(client, job.epochs), env.now)
-        yield env.timeout(t)
-        recorder.event(env.now, "compute", task.task, client, version, 0, t)
-        t = devices.upload_time(client, bits, env.now)
-        yield env.timeout(t)
-    except simpy.Interrupt:
-        recorder.event(env.now, "late", task.task, client, version)
-        return None
-    update = handle.result()
-    recorder.event(env.now, "upload", task.task, client, version, bits // 8, t)
-    return update
 
 
 class SyncServer:
@@ -59,59 +25,70 @@ class SyncServer:
 
     def __init__(
         self,
-        env: simpy.Environment,
+        rt: Runtime,
         task: SimTask,
-        devices: DeviceModel,
-        executor: Executor,
-        recorder: Recorder,
-        streams: Streams,
         *,
         rule: SyncRule,
         clients_per_round: int,
         rounds: int,
         deadline: float | None = None,
     ) -> None:
-        self.env, self.task, self.devices = env, task, devices
-        self.executor, self.recorder, self.streams = executor, recorder, streams
+        self.rt, self.task = rt, task
         self.rule = rule
         self.clients_per_round = clients_per_round
         self.rounds = rounds
         self.deadline = deadline
-        self.eligible = np.array(
-            [c for c in range(len(task.trainer.client_indices)) if task.trainer.num_samples(c)]
-        )
+        self.eligible = [
+            c for c in range(len(task.trainer.client_indices)) if task.trainer.num_samples(c)
+        ]
 
-    def sample(self, round_: int) -> list[int]:
-        """The round's cohort: k distinct clients with data, sorted by id."""
-        rng = self.streams.numpy("sample", self.task.task, round_)
-        k = min(self.clients_per_round, len(self.eligible))
-        return sorted(int(c) for c in rng.choice(self.eligible, size=k, replace=False))
+    def available(self, now: float) -> list[int]:
+        avail = self.rt.devices.availability
+        return [c for c in self.eligible if avail.window_end(c, now) is not None]
+
+    def sample(self, round_: int, candidates: list[int]) -> list[int]:
+        """The round's cohort: k distinct candidates, sorted by id."""
+        rng = self.rt.streams.numpy("sample", self.task.task, round_)
+        k = min(self.clients_per_round, len(candidates))
+        return sorted(int(c) for c in rng.choice(np.asarray(candidates), size=k, replace=False))
+
+    def _wait_for_someone(self) -> Generator[Any, Any, list[int]]:
+        env, avail = self.rt.env, self.rt.devices.availability
+        candidates = self.available(env.now)
+        while not candidates:
+            soonest = min(avail.next_start(c, env.now) for c in self.eligible)
+            if not np.isfinite(soonest):
+                return []
+            yield env.timeout(soonest - env.now)
+            candidates = self.available(env.now)
+        return candidates
 
     def run(self) -> Generator[Any, Any, None]:
-        env, task = self.env, self.task
+        env, task, rec = self.rt.env, self.task, self.rt.recorder
         for round_ in range(self.rounds):
-            cohort = self.sample(round_)
-            self.recorder.event(env.now, "round", task.task, -1, task.model.version)
-            procs = {}
+            candidates = yield from self._wait_for_someone()
+            if not candidates:
+                return
+            cohort = self.sample(round_, candidates)
+            rec.event(env.now, "round", task.task, -1, task.model.version, 0, float(len(cohort)))
+            procs = []
             for c in cohort:
                 job = TrainingJob(
                     task.task, c, task.model.version, task.model.params, task.next_dispatch(c)
                 )
-                procs[c] = env.process(
-                    client_session(env, task, c, job, self.devices, self.executor, self.recorder)
-                )
-            everyone = env.all_of(list(procs.values()))
+                procs.append(env.process(session(self.rt, task, job)))
+            everyone = env.all_of(procs)
             if self.deadline is not None:
                 yield everyone | after_instant(env, self.deadline)
             else:
                 yield everyone
-            updates = [p.value for p in procs.values() if p.triggered and p.value is not None]
-            for p in procs.values():
+            updates = [p.value for p in procs if p.triggered and p.value is not None]
+            for p in procs:
                 if p.is_alive:
                     p.interrupt("deadline")
             task.model.params = self.rule.aggregate(task.model.params, updates)
             task.model.version += 1
             task.model.updates_applied += len(updates)
-            self.recorder.event(
+            rec.event(
                 env.now, "aggregate", task.task, -1, task.model.version, 0, float(len(updates))
             )

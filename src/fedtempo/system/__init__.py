@@ -1,11 +1,36 @@
-"""Device profiles, compute and link durations."""
+"""Devices: compute, links (traces, wireless), energy, availability, failures."""
 
-from fedtempo.system.devices import (
-    DeviceModel,
-    DeviceProfile,
-    LogNormal,
-    StaticDevices,
-    draw_profiles,
+from fedtempo.system.availability import AlwaysOn, Availability, IntervalAvailability
+from fedtempo.system.compute import ComputeModel, computation_energy, transmission_energy
+from fedtempo.system.devices import DeviceModel, LogNormal
+from fedtempo.system.failures import failure_delay
+from fedtempo.system.links import (
+    ConstantLink,
+    Link,
+    ThroughputTrace,
+    TraceLink,
+    WirelessLink,
+    path_loss_db,
+    shannon_rate,
 )
+from fedtempo.system.population import Population
 
-__all__ = ["DeviceModel", "DeviceProfile", "LogNormal", "StaticDevices", "draw_profiles"]
+__all__ = [
+    "AlwaysOn",
+    "Availability",
+    "ComputeModel",
+    "ConstantLink",
+    "DeviceModel",
+    "IntervalAvailability",
+    "Link",
+    "LogNormal",
+    "Population",
+    "ThroughputTrace",
+    "TraceLink",
+    "WirelessLink",
+    "computation_energy",
+    "failure_delay",
+    "path_loss_db",
+    "shannon_rate",
+    "transmission_energy",
+]

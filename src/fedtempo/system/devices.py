@@ -1,7 +1,9 @@
-"""Device profiles and the device model the simulator asks for durations.
+"""The device model the simulator asks for durations and energy, and a log-normal helper.
 
 A ``DeviceModel`` answers "how long does client n take to compute F FLOPs / send B bits, starting
-at virtual time t". Durations may depend on the start time (trace-driven links, later issues).
+at virtual time t", what it costs in joules, when the client is available and how often a
+session fails. ``fedtempo.system.population.Population`` is the real one;
+``fedtempo.testing.ScriptedDevices`` a scripted double.
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ from typing import Protocol
 
 import numpy as np
 
+from fedtempo.system.availability import Availability
+
 
 class DeviceModel(Protocol):
-    """Durations in seconds of virtual time for client work starting at ``now``."""
+    """Durations in seconds of virtual time for client work starting at ``now``; energy in J."""
+
+    @property
+    def availability(self) -> Availability: ...
+
+    @property
+    def failure_probability(self) -> float: ...
 
     def compute_time(self, client: int, flops: float, now: float) -> float: ...
 
@@ -21,14 +31,9 @@ class DeviceModel(Protocol):
 
     def download_time(self, client: int, bits: float, now: float) -> float: ...
 
+    def compute_energy(self, client: int, flops: float) -> float: ...
 
-@dataclass(frozen=True)
-class DeviceProfile:
-    """One device: compute speed in FLOP/s, uplink and downlink rates in bit/s."""
-
-    flops_per_s: float
-    uplink_bps: float
-    downlink_bps: float
+    def upload_energy(self, client: int, seconds: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -42,35 +47,3 @@ class LogNormal:
         if self.sigma == 0.0:
             return np.full(size, float(self.median))
         return self.median * np.exp(self.sigma * rng.standard_normal(size))
-
-
-class StaticDevices:
-    """Each client has a fixed profile: duration = work / rate."""
-
-    def __init__(self, profiles: list[DeviceProfile]) -> None:
-        self.profiles = profiles
-
-    def compute_time(self, client: int, flops: float, now: float) -> float:
-        return flops / self.profiles[client].flops_per_s
-
-    def upload_time(self, client: int, bits: float, now: float) -> float:
-        return bits / self.profiles[client].uplink_bps
-
-    def download_time(self, client: int, bits: float, now: float) -> float:
-        return bits / self.profiles[client].downlink_bps
-
-
-def draw_profiles(
-    num_clients: int,
-    rng: np.random.Generator,
-    compute: LogNormal,
-    uplink: LogNormal,
-    downlink: LogNormal,
-) -> list[DeviceProfile]:
-    """Independent log-normal compute speeds and link rates, one profile per client."""
-    f = compute.draw(rng, num_clients)
-    up = uplink.draw(rng, num_clients)
-    down = downlink.draw(rng, num_clients)
-    return [
-        DeviceProfile(float(a), float(b), float(c)) for a, b, c in zip(f, up, down, strict=True)
-    ]
