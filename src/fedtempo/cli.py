@@ -123,6 +123,39 @@ def compare(
     console.print(f"plot: [bold]{out / 'accuracy.png'}[/]; table: {out / 'comparison.json'}")
 
 
+@app.command()
+def population(
+    config: Annotated[Path | None, typer.Argument(help="TOML config; none = the default.")] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the PNG.")] = Path("population.png"),
+    set_: SetOption = None,
+) -> None:
+    """Show the device population of a config: percentiles and a PNG of the distributions."""
+    from fedtempo.experiment.build import build
+    from fedtempo.experiment.config import load
+    from fedtempo.experiment.report import PERCENTILES, population_plot, population_quantities
+    from fedtempo.sim.recorder import Recorder
+
+    try:
+        cfg = load(config, set_ or [])
+        built = build(cfg, Recorder())
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    quantities = population_quantities(built)
+    table = Table(title=f"population of {cfg.name}: {built.population.size} devices")
+    table.add_column("quantity")
+    table.add_column("unit")
+    for p in PERCENTILES:
+        table.add_column(f"p{p}", justify="right")
+    for q in quantities:
+        table.add_row(q.name, q.unit, *(f"{v:.3g}" for v in q.percentiles()))
+    console.print(table)
+    for note in built.population.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    population_plot(quantities, out)
+    console.print(f"distributions: [bold]{out}[/]")
+
+
 @data_app.command("download")
 def download(
     name: Annotated[str, typer.Argument(help="mnist or fashion-mnist")],

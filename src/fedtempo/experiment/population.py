@@ -51,11 +51,16 @@ def _compute(cfg: DevicesConfig, n: int, streams: Streams, sampler: _Sampler) ->
         flops = LogNormal(c.median_flops, c.sigma).draw(rng, n)
     elif c.source == "training-latency":
         path = _resolve(c.trace or "traces/devices/training_latency.json", cfg)
-        mean, std = traces.read_training_latency(path, c.model)
-        pick = sampler.pick(str(path), len(mean), n, rng)
-        flops = c.median_flops / slowdowns_from_latency(mean)[pick]
+        lat = traces.read_training_latency(path, c.model)
+        if lat.skipped:
+            sampler.notes.append(
+                f"{path}: {lat.skipped} of {lat.total} phones have no {c.model} measurement "
+                "(missing or 0), skipped"
+            )
+        pick = sampler.pick(str(path), len(lat.mean_ms), n, rng)
+        flops = c.median_flops / slowdowns_from_latency(lat.mean_ms)[pick]
         if c.jitter:
-            cv = (std / mean)[pick]
+            cv = (lat.std_ms / lat.mean_ms)[pick]
     else:
         path = _resolve(c.trace or "traces/devices/ai_benchmark.json", cfg)
         scores = traces.read_ai_benchmark(path)

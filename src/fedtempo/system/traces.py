@@ -6,6 +6,7 @@ Every malformed input is a DataError naming the file and, where it applies, the 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,31 +77,58 @@ def _load_json(path: Path) -> Any:
         raise DataError(f"{path}: cannot read JSON ({exc})") from None
 
 
-def _positive(path: Path, where: str, field: str, value: Any) -> float:
+def _number(path: Path, where: str, field: str, value: Any) -> float:
     try:
         number = float(str(value).replace(",", "").strip())
     except ValueError:
         raise DataError(f"{path}: {where}: field {field!r} is not a number: {value!r}") from None
-    if not (np.isfinite(number) and number > 0):
+    if not np.isfinite(number):
+        raise DataError(f"{path}: {where}: field {field!r} is not finite: {value!r}")
+    return number
+
+
+def _positive(path: Path, where: str, field: str, value: Any) -> float:
+    number = _number(path, where, field, value)
+    if not number > 0:
         raise DataError(f"{path}: {where}: field {field!r} must be > 0, got {value!r}")
     return number
 
 
-def read_training_latency(path: Path, model: str = "ResNet") -> tuple[np.ndarray, np.ndarray]:
-    """FLHetBench per-phone training latency: (mean ms per batch, std ms) for ``model``
-    (``"ResNet"`` or ``"Vit"``), one entry per measured phone."""
+@dataclass(frozen=True)
+class LatencyTrace:
+    """Measured training latency per phone (ms per batch): mean and std, and how many records
+    had no measurement for the requested model (missing or 0) and were skipped."""
+
+    mean_ms: np.ndarray
+    std_ms: np.ndarray
+    skipped: int
+    total: int
+
+
+def read_training_latency(path: Path, model: str = "ResNet") -> LatencyTrace:
+    """FLHetBench per-phone training latency for ``model`` (``"ResNet"`` or ``"Vit"``).
+
+    A record without the model's fields, or with latency 0, has no measurement and is skipped
+    (counted in ``skipped``); a non-numeric or negative value is an error naming the entry.
+    """
     data = _load_json(path)
     if not isinstance(data, list) or not data:
         raise DataError(f"{path}: expected a non-empty list of phone records")
     mean_key, std_key = f"{model} Latency", f"{model} STD"
     means, stds = [], []
     for i, rec in enumerate(data):
-        if not isinstance(rec, dict) or mean_key not in rec or std_key not in rec:
-            raise DataError(f"{path}: entry {i}: missing {mean_key!r} or {std_key!r}")
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: entry {i}: not a record")
+        if rec.get(mean_key) in (None, 0, 0.0):
+            continue
         means.append(_positive(path, f"entry {i}", mean_key, rec[mean_key]))
-        std = float(rec[std_key]) if rec[std_key] is not None else 0.0
-        stds.append(max(std, 0.0))
-    return np.asarray(means), np.asarray(stds)
+        std = _number(path, f"entry {i}", std_key, rec.get(std_key) or 0.0)
+        if std < 0:
+            raise DataError(f"{path}: entry {i}: field {std_key!r} is negative: {std}")
+        stds.append(std)
+    if not means:
+        raise DataError(f"{path}: no record has a {mean_key!r} measurement")
+    return LatencyTrace(np.asarray(means), np.asarray(stds), len(data) - len(means), len(data))
 
 
 def read_ai_benchmark(path: Path, field: str = "CPU_F_AI_Score") -> np.ndarray:
@@ -116,10 +144,23 @@ def read_ai_benchmark(path: Path, field: str = "CPU_F_AI_Score") -> np.ndarray:
     return np.asarray(out)
 
 
+def _merge_intervals(iv: np.ndarray) -> np.ndarray:
+    """Sort intervals and merge those that overlap or touch."""
+    iv = iv[np.argsort(iv[:, 0], kind="stable")]
+    merged: list[list[float]] = []
+    for a, b in iv:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([float(a), float(b)])
+    return np.asarray(merged, dtype=np.float64).reshape(-1, 2)
+
+
 def read_flash(path: Path) -> list[tuple[np.ndarray, float]]:
     """FLASH ready intervals: per usable client, a (k x 2) array of [start, end] seconds relative
-    to its ``trace_start`` (sorted), and the trace's span (trace_end - trace_start, at least the
-    last end). Clients with isSuccess false or no interval are left out; order: client id."""
+    to its ``trace_start`` (sorted, overlapping ones merged, empty ones dropped), and the trace's
+    span (trace_end - trace_start, at least the last end). Clients with isSuccess false or no
+    non-empty interval are left out; order: client id."""
     data = _load_json(path)
     if not isinstance(data, dict) or not data:
         raise DataError(f"{path}: expected a dict client id -> record")
@@ -139,7 +180,9 @@ def read_flash(path: Path) -> list[tuple[np.ndarray, float]]:
         if np.any(iv[:, 1] < iv[:, 0]):
             raise DataError(f"{path}: client {cid}: an interval ends before it starts")
         start = float(rec["trace_start"])
-        iv = iv[np.argsort(iv[:, 0], kind="stable")] - start
+        iv = _merge_intervals(iv[iv[:, 1] > iv[:, 0]]) - start
+        if len(iv) == 0:
+            continue
         span = max(float(rec.get("trace_end", 0.0)) - start, float(iv[:, 1].max()), 1.0)
         out.append((iv, span))
     if not out:
