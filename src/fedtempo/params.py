@@ -53,9 +53,16 @@ def weighted_mean(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> 
     total = float(sum(weights))
     if not total > 0.0:
         raise ValueError(f"weights must sum to a positive number, got {total}")
+    return weighted_sum(vectors, [float(w) / total for w in weights])
+
+
+def weighted_sum(vectors: Sequence[torch.Tensor], coefficients: Sequence[float]) -> torch.Tensor:
+    """sum_i c_i v_i in the given order, accumulated in float64, returned as float32."""
+    if len(vectors) == 0 or len(vectors) != len(coefficients):
+        raise ValueError("weighted_sum needs as many coefficients as vectors, and at least one")
     acc = torch.zeros_like(vectors[0], dtype=torch.float64)
-    for vec, w in zip(vectors, weights, strict=True):
-        acc.add_(vec.to(torch.float64), alpha=float(w) / total)
+    for vec, c in zip(vectors, coefficients, strict=True):
+        acc.add_(vec.to(torch.float64), alpha=float(c))
     return acc.to(torch.float32)
 
 

@@ -20,7 +20,10 @@ def test_every_shipped_config_validates(path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("server.algorithm=fedx", "server.algorithm: bad value 'fedx' (allowed: 'fedavg' or"),
+        (
+            "server.algorithm=fedx",
+            "server.algorithm: bad value 'fedx' (allowed: 'fedavg', 'fedprox'",
+        ),
         ("servr.rounds=3", "servr: unknown key"),
         ("server.round=3", "server.round: unknown key"),
         ("partition.num_clients=0", "partition.num_clients: input should be greater than"),
@@ -56,3 +59,23 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("name = \n")
     with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
         load(bad)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("server.asyncfeded.epsilon=0", "server.asyncfeded.epsilon: input should be greater"),
+        ("server.asyncfeded.k_max=0", "server.asyncfeded.k_max: input should be greater"),
+        ("server.fedbuff.buffer_size=0", "server.fedbuff.buffer_size: input should be greater"),
+        ("server.asyncfeded.k_init=30", "k_init: 30 is above k_max = 20"),
+        ("server.fedasync.staleness=linear", "server.fedasync.staleness: bad value 'linear'"),
+    ],
+)
+def test_async_hyperparameters_out_of_range(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(None, ["server.algorithm=asyncfeded", "server.max_updates=10", override])
+
+
+def test_async_run_needs_a_stop() -> None:
+    with pytest.raises(ConfigError, match="needs server.max_updates or stop.virtual_time"):
+        load(None, ["server.algorithm=fedbuff"])

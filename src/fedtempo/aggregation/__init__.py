@@ -1,6 +1,47 @@
-"""Pure reducers and aggregation rules."""
+"""Pure reducers and the aggregation rules (synchronous and asynchronous, composed)."""
 
-from fedtempo.aggregation.reducers import sample_weighted_delta
+from fedtempo.aggregation.asynchronous import (
+    AsyncAggregator,
+    AsyncState,
+    BufferStep,
+    DeltaStep,
+    MixStep,
+    Outcome,
+    adapt_epochs,
+    staleness_of,
+)
+from fedtempo.aggregation.reducers import coefficient_sum, sample_weighted_delta
+from fedtempo.aggregation.staleness import (
+    Constant,
+    Euclidean,
+    Hinge,
+    InverseSqrt,
+    Polynomial,
+    Staleness,
+    StalenessWeight,
+)
 from fedtempo.aggregation.sync import FedAvg, SyncRule
+from fedtempo.aggregation.versions import VersionStore
 
-__all__ = ["FedAvg", "SyncRule", "sample_weighted_delta"]
+__all__ = [
+    "AsyncAggregator",
+    "AsyncState",
+    "BufferStep",
+    "Constant",
+    "DeltaStep",
+    "Euclidean",
+    "FedAvg",
+    "Hinge",
+    "InverseSqrt",
+    "MixStep",
+    "Outcome",
+    "Polynomial",
+    "Staleness",
+    "StalenessWeight",
+    "SyncRule",
+    "VersionStore",
+    "adapt_epochs",
+    "coefficient_sum",
+    "sample_weighted_delta",
+    "staleness_of",
+]

@@ -11,18 +11,21 @@ import numpy as np
 import simpy
 import torch
 
+from fedtempo.aggregation import asynchronous as agg
+from fedtempo.aggregation import staleness as st
 from fedtempo.aggregation.sync import FedAvg
 from fedtempo.client.local import LocalSpec, evaluate
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
-from fedtempo.experiment.config import ExperimentConfig
+from fedtempo.experiment.config import ExperimentConfig, ServerConfig
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
-from fedtempo.sim.engine import Simulation
+from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
+from fedtempo.sim.engine import ServerFactory, Simulation
 from fedtempo.sim.executor import InlineExecutor
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.session import Runtime
@@ -91,6 +94,62 @@ def _evaluator(
     return lambda params: evaluate(workspace, params, x, y)
 
 
+def async_rule(s: ServerConfig) -> agg.AsyncAggregator:
+    """The composed asynchronous rule named by ``s.algorithm``."""
+    if s.algorithm == "fedasync":
+        f = s.fedasync
+        weights: dict[str, st.StalenessWeight] = {
+            "constant": st.Constant(),
+            "polynomial": st.Polynomial(f.poly_a),
+            "hinge": st.Hinge(f.hinge_a, f.hinge_b),
+        }
+        weight: st.StalenessWeight = weights[f.staleness]
+        return agg.AsyncAggregator(weight, agg.MixStep(f.alpha))
+    if s.algorithm == "fedbuff":
+        b = s.fedbuff
+        weight = st.InverseSqrt() if b.staleness_weight else st.Constant()
+        return agg.AsyncAggregator(weight, agg.BufferStep(b.buffer_size, b.server_lr, b.by_samples))
+    e = s.asyncfeded
+    return agg.AsyncAggregator(st.Euclidean(e.lam, e.epsilon), agg.DeltaStep(1.0))
+
+
+def server_factory(s: ServerConfig, rt: Runtime) -> ServerFactory:
+    """The server process of the configured algorithm."""
+    if not s.is_async:
+        return lambda env, task: SyncServer(
+            rt,
+            task,
+            rule=FedAvg(s.server_lr),
+            clients_per_round=s.clients_per_round,
+            rounds=s.rounds,
+            deadline=s.deadline,
+        ).run()
+    e = s.asyncfeded
+    epochs = (
+        AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max)
+        if s.algorithm == "asyncfeded"
+        else None
+    )
+    return lambda env, task: AsyncServer(
+        rt,
+        task,
+        rule=async_rule(s),
+        concurrency=s.concurrency,
+        max_updates=s.max_updates,
+        dispatch=s.dispatch,
+        epochs=epochs,
+    ).run()
+
+
+def client_prox(s: ServerConfig) -> float:
+    """The proximal coefficient of the clients' objective: FedProx mu, FedAsync rho."""
+    if s.algorithm == "fedprox":
+        return s.mu
+    if s.algorithm == "fedasync":
+        return s.fedasync.rho
+    return 0.0
+
+
 def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     """Assemble the simulation described by ``config``. Raises FedTempoError on bad input."""
     torch.set_num_threads(config.threads)
@@ -112,7 +171,7 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         lr=t.lr,
         momentum=t.momentum,
         weight_decay=t.weight_decay,
-        prox_mu=config.server.mu if config.server.algorithm == "fedprox" else 0.0,
+        prox_mu=client_prox(config.server),
     )
     trainer = ClientTrainer(0, model, bundle.train.x, bundle.train.y, client_train, spec, streams)
     task = SimTask(
@@ -123,18 +182,7 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     rt = Runtime(env, population, executor, recorder, streams, uplink)
-    s = config.server
-
-    def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
-        return SyncServer(
-            rt,
-            t,
-            rule=FedAvg(s.server_lr),
-            clients_per_round=s.clients_per_round,
-            rounds=s.rounds,
-            deadline=s.deadline,
-        ).run()
-
+    server = server_factory(config.server, rt)
     sim = Simulation(
         [task],
         [server],

@@ -62,13 +62,69 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class FedAsyncConfig(_Section):
+    """FedAsync (Xie et al. 2019): a_t = alpha * s(t - tau); client proximal term rho."""
+
+    alpha: float = Field(0.6, gt=0, le=1)
+    staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"
+    poly_a: float = Field(0.5, ge=0)
+    hinge_a: float = Field(10.0, ge=0)
+    hinge_b: float = Field(6.0, ge=0)
+    rho: float = Field(0.005, ge=0)
+
+
+class FedBuffConfig(_Section):
+    """FedBuff (Nguyen et al. 2022): apply the mean of every ``buffer_size`` deltas."""
+
+    buffer_size: int = Field(10, ge=1)
+    server_lr: float = Field(1.0, gt=0)
+    staleness_weight: bool = False
+    by_samples: bool = False
+
+
+class AsyncFedEDConfig(_Section):
+    """AsyncFedED (Wang et al. 2022); the paper's values are unknown, these are our defaults."""
+
+    lam: float = Field(1.0, gt=0)
+    epsilon: float = Field(1.0, gt=0)
+    gamma_bar: float = Field(2.0, ge=0)
+    kappa: float = Field(1.0, ge=0)
+    k_init: int = Field(5, ge=1)
+    k_max: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _k(self) -> AsyncFedEDConfig:
+        if self.k_init > self.k_max:
+            raise ValueError(
+                f"server.asyncfeded.k_init: {self.k_init} is above k_max = {self.k_max}"
+            )
+        return self
+
+
+SYNC_ALGORITHMS = ("fedavg", "fedprox")
+
+
 class ServerConfig(_Section):
-    algorithm: Literal["fedavg", "fedprox"] = "fedavg"
+    """Synchronous (fedavg, fedprox: ``rounds`` of ``clients_per_round``) or asynchronous
+    (fedasync, fedbuff, asyncfeded: ``concurrency`` clients at once until ``max_updates``
+    updates arrived or ``stop.virtual_time``)."""
+
+    algorithm: Literal["fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded"] = "fedavg"
     rounds: int = Field(30, ge=1)
     clients_per_round: int = Field(10, ge=1)
     deadline: float | None = Field(None, gt=0)
     server_lr: float = Field(1.0, gt=0)
     mu: float = Field(0.01, ge=0)
+    concurrency: int = Field(10, ge=1)
+    max_updates: int | None = Field(None, ge=1)
+    dispatch: Literal["random", "round-robin"] = "random"
+    fedasync: FedAsyncConfig = FedAsyncConfig()
+    fedbuff: FedBuffConfig = FedBuffConfig()
+    asyncfeded: AsyncFedEDConfig = AsyncFedEDConfig()
+
+    @property
+    def is_async(self) -> bool:
+        return self.algorithm not in SYNC_ALGORITHMS
 
 
 class ComputeConfig(_Section):
@@ -166,6 +222,15 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
+        if (
+            self.server.is_async
+            and self.server.max_updates is None
+            and (self.stop.virtual_time is None)
+        ):
+            raise ValueError(
+                f"server.max_updates: an asynchronous run ({self.server.algorithm!r}) needs "
+                "server.max_updates or stop.virtual_time to know when to stop"
+            )
         if self.partition.scheme == "natural" and self.data.dataset != "synthetic":
             raise ValueError(
                 "partition.scheme: 'natural' needs a naturally federated data set "

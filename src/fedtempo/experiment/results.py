@@ -23,7 +23,7 @@ from fedtempo.experiment.build import Built, build
 from fedtempo.experiment.config import ExperimentConfig, to_dict
 from fedtempo.experiment.plots import accuracy_plot
 from fedtempo.sim.engine import SimResult
-from fedtempo.sim.recorder import Evaluation, Event, Recorder, columns
+from fedtempo.sim.recorder import Evaluation, Event, Recorder, UpdateRecord, columns
 
 ACCURACY_TARGETS = (0.8, 0.9, 0.95, 0.97)
 
@@ -126,6 +126,7 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
         "energy_j": sum(e.energy for e in events),
         "compute_energy_j": sum(e.energy for e in events if e.kind == "compute"),
         "population_notes": list(built.population.notes),
+        "rejected_updates": sum(1 for u in result.recorder.updates if u.rejected),
         "model_parameters": built.task.profile.num_parameters,
         "model_train_flops_per_sample": built.task.profile.train_flops,
         "fedtempo": fedtempo.__version__,
@@ -142,6 +143,8 @@ def write_results(
     _write_csv(out / "events.csv", columns(Event), [astuple(e) for e in rec.events])
     _write_csv(out / "evaluations.csv", columns(Evaluation), [astuple(e) for e in rec.evaluations])
     _write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
+    if rec.updates:
+        _write_csv(out / "updates.csv", columns(UpdateRecord), [astuple(u) for u in rec.updates])
     accuracy_plot(
         [(config.server.algorithm, rec.evaluations)],
         out / "accuracy.png",
@@ -171,8 +174,13 @@ def run_experiment(
     def on_progress(now: float) -> None:
         if progress is None or "b" not in holder:
             return
-        by_rounds = holder["b"].task.model.version / config.server.rounds
-        progress(now, max(by_rounds, now / limit) if limit else by_rounds)
+        model = holder["b"].task.model
+        s = config.server
+        if s.is_async:
+            by_count = model.updates_applied / s.max_updates if s.max_updates else 0.0
+        else:
+            by_count = model.version / s.rounds
+        progress(now, max(by_count, now / limit) if limit else by_count)
 
     recorder = Recorder(on_progress)
     built = build(config, recorder)

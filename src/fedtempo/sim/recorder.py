@@ -6,9 +6,13 @@ measurement, the only field that differs between two runs with the same seed and
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+
+from fedtempo.aggregation.asynchronous import Outcome
+from fedtempo.client.local import Update
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,24 @@ class Evaluation:
     loss: float
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateRecord:
+    """One update as an asynchronous server processed it: staleness in versions and gamma,
+    the weight it got (eta for AsyncFedED), the version it produced (-1: none yet, e.g.
+    buffered), the client's next local epochs, and why it was rejected (empty if accepted)."""
+
+    time: float
+    task: int
+    client: int
+    base_version: int
+    version: int
+    staleness: int
+    gamma: float
+    weight: float
+    epochs_next: int
+    rejected: str
+
+
 def columns(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
@@ -55,6 +77,7 @@ class Recorder:
     def __init__(self, progress: Callable[[float], None] | None = None) -> None:
         self.events: list[Event] = []
         self.evaluations: list[Evaluation] = []
+        self.updates: list[UpdateRecord] = []
         self._progress = progress
         self._t0 = time.perf_counter()
 
@@ -86,3 +109,22 @@ class Recorder:
         )
         if self._progress is not None:
             self._progress(now)
+
+    def update(
+        self, now: float, task: int, update: Update, outcome: Outcome, epochs_next: int
+    ) -> None:
+        st = outcome.staleness
+        self.updates.append(
+            UpdateRecord(
+                now,
+                task,
+                update.client,
+                update.base_version,
+                -1 if outcome.version is None else outcome.version,
+                -1 if st is None else st.versions,
+                math.nan if st is None else st.distance,
+                outcome.weight,
+                epochs_next,
+                outcome.reason,
+            )
+        )

@@ -1,0 +1,170 @@
+"""The asynchronous server: up to C clients train at once; every arrival is aggregated at once.
+
+Arrival order (documented rule): all uploads that complete at the same virtual instant are
+gathered (after every other event of that instant) and processed in increasing client id. After
+processing, idle clients are dispatched until C train again: randomly among idle, available
+clients with data (the stream ("dispatch", task, n) for the n-th dispatch), or round-robin.
+A client whose session failed or went offline becomes idle and restarts from the newest model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import simpy
+
+from fedtempo.aggregation.asynchronous import AsyncAggregator, AsyncState, adapt_epochs
+from fedtempo.client.local import Update
+from fedtempo.sim.clock import after_instant
+from fedtempo.sim.executor import TrainingJob
+from fedtempo.sim.session import Runtime, session
+from fedtempo.sim.task import SimTask
+
+
+@dataclass(frozen=True)
+class AdaptiveEpochs:
+    """AsyncFedED's local-epoch rule (kappa = 0 keeps K fixed at k_init)."""
+
+    kappa: float = 1.0
+    gamma_bar: float = 2.0
+    k_init: int = 5
+    k_max: int = 20
+
+
+class AsyncServer:
+    def __init__(
+        self,
+        rt: Runtime,
+        task: SimTask,
+        *,
+        rule: AsyncAggregator,
+        concurrency: int,
+        max_updates: int | None = None,
+        dispatch: Literal["random", "round-robin"] = "random",
+        epochs: AdaptiveEpochs | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.rt, self.task, self.rule = rt, task, rule
+        self.concurrency = concurrency
+        self.max_updates = max_updates
+        self.dispatch_mode = dispatch
+        self.epochs = epochs
+        self.state: AsyncState = rule.init(task.model.params, task.model.version)
+        n = len(task.trainer.client_indices)
+        self.idle = [c for c in range(n) if task.trainer.num_samples(c)]
+        self.training: set[int] = set()
+        self.k = {c: epochs.k_init for c in self.idle} if epochs else {}
+        self.arrivals: simpy.Store = simpy.Store(rt.env)
+        self.received = 0
+        self._dispatches = 0
+        self._next_rr = 0
+        self._waking = False
+
+    # ---- dispatch ---------------------------------------------------------------------------
+
+    def _candidates(self) -> list[int]:
+        avail = self.rt.devices.availability
+        return [c for c in self.idle if avail.window_end(c, self.rt.env.now) is not None]
+
+    def _choose(self, candidates: list[int]) -> int:
+        if self.dispatch_mode == "round-robin":
+            later = [c for c in candidates if c >= self._next_rr]
+            chosen = later[0] if later else candidates[0]
+            self._next_rr = chosen + 1
+            return chosen
+        rng = self.rt.streams.numpy("dispatch", self.task.task, self._dispatches)
+        return int(candidates[int(rng.integers(len(candidates)))])
+
+    def _fill(self) -> None:
+        while len(self.training) < self.concurrency:
+            candidates = self._candidates()
+            if not candidates:
+                self._wake_later()
+                return
+            self._start(self._choose(candidates))
+
+    def _start(self, client: int) -> None:
+        version, params = self.state.store.acquire()
+        self.idle.remove(client)
+        self.training.add(client)
+        self._dispatches += 1
+        job = TrainingJob(
+            self.task.task,
+            client,
+            version,
+            params,
+            self.task.next_dispatch(client),
+            self.k.get(client),
+        )
+        self.rt.env.process(self._session(job))
+
+    def _session(self, job: TrainingJob) -> Generator[Any, Any, None]:
+        result = yield from session(self.rt, self.task, job)
+        self.arrivals.put((job.client, job.base_version, result))
+
+    def _wake_later(self) -> None:
+        if self._waking or not self.idle:
+            return
+        avail, now = self.rt.devices.availability, self.rt.env.now
+        soonest = min(avail.next_start(c, now) for c in self.idle)
+        if math.isfinite(soonest):
+            self._waking = True
+            self.rt.env.process(self._wake(soonest - now))
+
+    def _wake(self, delay: float) -> Generator[Any, Any, None]:
+        yield self.rt.env.timeout(delay)
+        self._waking = False
+        self._fill()
+
+    # ---- arrivals ---------------------------------------------------------------------------
+
+    def _done(self) -> bool:
+        return self.max_updates is not None and self.received >= self.max_updates
+
+    def _consume(self, client: int, base_version: int, update: Update | None) -> None:
+        self.training.discard(client)
+        self.idle.append(client)
+        self.idle.sort()
+        if update is not None and not self._done():
+            self.received += 1
+            self._aggregate(update)
+        self.state.store.release(base_version)
+
+    def _aggregate(self, update: Update) -> None:
+        env, task, rec = self.rt.env, self.task, self.rt.recorder
+        _, outcome = self.rule.on_update(self.state, update)
+        k_next = self.k.get(update.client, 0)
+        if outcome.accepted and self.epochs is not None and outcome.staleness is not None:
+            e = self.epochs
+            k_next = adapt_epochs(k_next, outcome.staleness.distance, e.kappa, e.gamma_bar, e.k_max)
+            self.k[update.client] = k_next
+        rec.update(env.now, task.task, update, outcome, k_next)
+        if outcome.accepted:
+            task.model.updates_applied += 1
+        if outcome.version is not None:
+            task.model.params = self.state.params
+            task.model.version = self.state.version
+            rec.event(env.now, "aggregate", task.task, -1, task.model.version, 0, 1.0)
+
+    def run(self) -> Generator[Any, Any, None]:
+        self._fill()
+        while not self._done():
+            first = yield self.arrivals.get()
+            yield after_instant(self.rt.env, 0.0)
+            batch = [first, *self.arrivals.items]
+            self.arrivals.items.clear()
+            for client, base_version, update in sorted(batch, key=lambda b: (b[0], b[1])):
+                self._consume(client, base_version, update)
+            if not self._done():
+                self._fill()
+
+
+def staleness_counts(versions: list[int]) -> dict[int, int]:
+    """Histogram of staleness in versions (for reports)."""
+    values, counts = np.unique(np.asarray(versions, dtype=np.int64), return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
