@@ -72,10 +72,11 @@ def test_file_errors(tmp_path: Path) -> None:
     ],
 )
 def test_async_hyperparameters_out_of_range(override: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as info:
         load(None, ["server.algorithm=asyncfeded", "server.max_updates=10", override])
+    assert message in str(info.value)
 
 
 def test_async_run_needs_a_stop() -> None:
-    with pytest.raises(ConfigError, match="needs server.max_updates or stop.virtual_time"):
+    with pytest.raises(ConfigError, match=r"needs server\.max_updates or stop\.virtual_time"):
         load(None, ["server.algorithm=fedbuff"])
