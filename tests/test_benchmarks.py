@@ -10,13 +10,17 @@ import pytest
 from tests.conftest import SHARED_MNIST
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+TRACES = SHARED_MNIST.parent / "traces"
 NEEDS_MNIST = {"w_sim.py"}
+NEEDS_TRACES = {"w_tta.py", "w_fail.py"}
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("w_*.py")))
 def test_benchmark_runs_quick(script: str) -> None:
     if script in NEEDS_MNIST and not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("needs ../shared/data/mnist")
+    if script in NEEDS_TRACES and not TRACES.is_dir():
+        pytest.skip("needs ../shared/data/traces")
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), "--quick"],
         capture_output=True,

@@ -252,11 +252,11 @@ def _format_error(err: Mapping[str, Any]) -> str:
     return f"{path}: {err['msg'].lower()} (got {err.get('input')!r})"
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out
@@ -269,7 +269,7 @@ def validate(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
     (``devices.compute_flops = { sigma = 0 }`` keeps the default median).
     """
     try:
-        return ExperimentConfig.model_validate(_merge(ExperimentConfig().model_dump(), data))
+        return ExperimentConfig.model_validate(merge_tables(ExperimentConfig().model_dump(), data))
     except ValidationError as exc:
         lines = [_format_error(e) for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
@@ -307,18 +307,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Parse a TOML config, following ``extends = "other.toml"`` (relative to the file) and
+    laying the file's own keys over the base's, table by table."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+    return merge_tables(read_layers(path.parent / base, (*seen, path.resolve())), data)
+
+
 def load(path: Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a TOML file (None: the embedded default) and apply ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    source = "default config"
-    if path is not None:
-        source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    data: dict[str, Any] = read_layers(path) if path is not None else {}
+    source = str(path) if path is not None else "default config"
     return validate(apply_overrides(data, overrides or []), source)
 
 
