@@ -1,6 +1,6 @@
 """W-fail (BENCHMARKS.md): W-tta with failure probability p in {0, 0.5, 0.9}.
 
-    python benchmarks/w_fail.py [--dataset mnist|synthetic] [other w_tta.py options]
+python benchmarks/w_fail.py [--dataset mnist|synthetic] [other w_tta.py options]
 """
 
 from __future__ import annotations

@@ -28,10 +28,19 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["fedavg", "fedprox", "fedasync_constant", "fedasync_polynomial", "fedasync_hinge",
-           "fedbuff", "asyncfeded"]
-BASES = {"mnist": ROOT / "configs/w_tta/base.toml",
-         "synthetic": ROOT / "configs/synthetic_paper.toml"}
+METHODS = [
+    "fedavg",
+    "fedprox",
+    "fedasync_constant",
+    "fedasync_polynomial",
+    "fedasync_hinge",
+    "fedbuff",
+    "asyncfeded",
+]
+BASES = {
+    "mnist": ROOT / "configs/w_tta/base.toml",
+    "synthetic": ROOT / "configs/synthetic_paper.toml",
+}
 TARGETS = {"mnist": (0.90, 0.95, 0.97), "synthetic": (0.70, 0.75)}
 SWEEP: dict[str, tuple[str, tuple[float, ...]]] = {
     "fedavg": ("train.lr", (0.5, 1.0, 2.0)),
@@ -62,9 +71,13 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     data = method_data(job["dataset"], job["method"])
-    overrides = [f"seed={job['seed']}", f"partition.seed={job['seed']}",
-                 f"devices.failure_probability={job['p']}",
-                 f"stop.virtual_time={job['budget']}", "threads=1"]
+    overrides = [
+        f"seed={job['seed']}",
+        f"partition.seed={job['seed']}",
+        f"devices.failure_probability={job['p']}",
+        f"stop.virtual_time={job['budget']}",
+        "threads=1",
+    ]
     knob, value = job.get("knob"), job.get("value")
     if knob == "train.lr":
         overrides.append(f"train.lr={data['train']['lr'] * value}")
@@ -74,8 +87,13 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     summary, result = run_experiment(config, None)
     curve = [(e.time, e.accuracy) for e in result.recorder.evaluations]
     tail = [a for t, a in curve if t >= job["budget"] - 30.0] or [curve[-1][1]]
-    return {**job, "final": statistics.fmean(tail), "curve": curve,
-            "wall_s": summary["wall_s"], "updates": summary["updates_applied"]}
+    return {
+        **job,
+        "final": statistics.fmean(tail),
+        "curve": curve,
+        "wall_s": summary["wall_s"],
+        "updates": summary["updates_applied"],
+    }
 
 
 def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -116,27 +134,54 @@ def main(argv: list[str] | None = None) -> int:
     chosen: dict[str, float | None] = dict.fromkeys(METHODS)
     sweep_rows = []
     if not args.no_sweep:
-        jobs = [{**base, "method": m, "seed": 0, "p": 0.0, "knob": SWEEP[m][0], "value": v}
-                for m in METHODS for v in SWEEP[m][1]]
+        jobs = [
+            {**base, "method": m, "seed": 0, "p": 0.0, "knob": SWEEP[m][0], "value": v}
+            for m in METHODS
+            for v in SWEEP[m][1]
+        ]
         sweep_rows = run_all(jobs, args.jobs)
         for m in METHODS:
             best = max((r for r in sweep_rows if r["method"] == m), key=lambda r: r["final"])
             chosen[m] = best["value"]
-    jobs = [{**base, "method": m, "seed": s, "p": p, "knob": SWEEP[m][0] if chosen[m] else None,
-             "value": chosen[m]} for p in args.failures for m in METHODS for s in args.seeds]
+    jobs = [
+        {
+            **base,
+            "method": m,
+            "seed": s,
+            "p": p,
+            "knob": SWEEP[m][0] if chosen[m] else None,
+            "value": chosen[m],
+        }
+        for p in args.failures
+        for m in METHODS
+        for s in args.seeds
+    ]
     rows = run_all(jobs, args.jobs)
     report(args, rows, sweep_rows, chosen, budget)
     return 0
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: list[dict[str, Any]],
-           chosen: dict[str, float | None], budget: float) -> None:
+def report(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    sweep_rows: list[dict[str, Any]],
+    chosen: dict[str, float | None],
+    budget: float,
+) -> None:
     targets = TARGETS[args.dataset]
     figures: dict[str, float] = {}
-    table = Table(title=f"W-tta/W-fail on {args.dataset}: median of seeds {args.seeds}, "
-                  f"budget {budget:g} virtual s")
-    for col in ("p", "method", "tuned", *(f"t->{int(100 * t)}% s" for t in targets),
-                "final acc %", "updates"):
+    table = Table(
+        title=f"W-tta/W-fail on {args.dataset}: median of seeds {args.seeds}, "
+        f"budget {budget:g} virtual s"
+    )
+    for col in (
+        "p",
+        "method",
+        "tuned",
+        *(f"t->{int(100 * t)}% s" for t in targets),
+        "final acc %",
+        "updates",
+    ):
         table.add_column(col, justify="left" if col in ("method", "tuned") else "right")
     summary: dict[tuple[float, str], dict[str, Any]] = {}
     for p in args.failures:
@@ -150,9 +195,14 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
             for t, v in zip(targets, tta, strict=True):
                 figures[f"{tag}_time_to_{int(100 * t)}"] = -1.0 if v is None else v
             tuned = f"{SWEEP[m][0].split('.')[-1]}={chosen[m]}" if chosen[m] else "default"
-            table.add_row(f"{p:g}", m, tuned, *("never" if v is None else f"{v:.0f}" for v in tta),
-                          f"{100 * final:.2f}",
-                          str(int(statistics.median(r["updates"] for r in mine))))
+            table.add_row(
+                f"{p:g}",
+                m,
+                tuned,
+                *("never" if v is None else f"{v:.0f}" for v in tta),
+                f"{100 * final:.2f}",
+                str(int(statistics.median(r["updates"] for r in mine))),
+            )
     Console().print(table)
     target_figs = claims(summary, args.failures, targets)
     tag = args.name or ("w_tta" if args.dataset == "mnist" or args.quick else "w_tta_synthetic")
@@ -162,23 +212,26 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], sweep_rows: lis
         print(f"target {name}: {t['value']:.3g} -> {'met' if t['met'] else 'NOT met'}")
 
 
-def claims(summary: dict[tuple[float, str], dict[str, Any]], failures: list[float],
-           targets: tuple[float, ...]) -> dict[str, dict[str, Any]]:
+def claims(
+    summary: dict[tuple[float, str], dict[str, Any]],
+    failures: list[float],
+    targets: tuple[float, ...],
+) -> dict[str, dict[str, Any]]:
     """The paper's claims as BENCHMARKS.md states them, each with its measured value."""
     out: dict[str, dict[str, Any]] = {}
     if 0.0 in failures:
         ours = summary[(0.0, "asyncfeded")]
         for rival in ("fedavg", "fedasync_constant"):
-            for t, mine, theirs in zip(targets, ours["tta"], summary[(0.0, rival)]["tta"],
-                                       strict=True):
+            for t, mine, theirs in zip(
+                targets, ours["tta"], summary[(0.0, rival)]["tta"], strict=True
+            ):
                 if mine is None:
                     ratio = 0.0
                 elif theirs is None:
                     ratio = float("inf")
                 else:
                     ratio = theirs / mine
-                out[f"speedup_vs_{rival}_at_{int(100 * t)}"] = {"value": ratio,
-                                                                 "met": ratio >= 2.0}
+                out[f"speedup_vs_{rival}_at_{int(100 * t)}"] = {"value": ratio, "met": ratio >= 2.0}
         gap = 100 * (ours["final"] - summary[(0.0, "fedavg")]["final"])
         out["final_accuracy_gap_vs_fedavg_points"] = {"value": gap, "met": gap >= -0.5}
     if 0.0 in failures and 0.9 in failures:
@@ -190,8 +243,9 @@ def claims(summary: dict[tuple[float, str], dict[str, Any]], failures: list[floa
     return out
 
 
-def write_named(tag: str, figures: dict[str, float], targets: dict[str, dict[str, Any]],
-                quick: bool) -> None:
+def write_named(
+    tag: str, figures: dict[str, float], targets: dict[str, dict[str, Any]], quick: bool
+) -> None:
     path = write_results("W-tta", figures, targets, quick)
     final = RESULTS / f"{tag}{'_quick' if quick else ''}.json"
     if path != final:
@@ -205,12 +259,14 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, tag: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(args.failures), figsize=(6 * len(args.failures), 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(args.failures), figsize=(6 * len(args.failures), 4), squeeze=False
+    )
     for ax, p in zip(axes[0], args.failures, strict=True):
         for m in METHODS:
-            run = next(r for r in rows if r["method"] == m and r["p"] == p
-                       and r["seed"] == args.seeds[0])
+            run = next(
+                r for r in rows if r["method"] == m and r["p"] == p and r["seed"] == args.seeds[0]
+            )
             ax.plot([t for t, _ in run["curve"]], [100 * a for _, a in run["curve"]], label=m)
         ax.set_title(f"{args.dataset}, failure p = {p:g} (seed {args.seeds[0]})")
         ax.set_xlabel("virtual time (s)")

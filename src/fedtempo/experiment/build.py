@@ -26,7 +26,8 @@ from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
 from fedtempo.sim.engine import ServerFactory, Simulation
-from fedtempo.sim.executor import InlineExecutor
+from fedtempo.sim.executor import Executor, InlineExecutor
+from fedtempo.sim.parallel import ProcessExecutor
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.session import Runtime
 from fedtempo.sim.sync import SyncServer
@@ -178,7 +179,11 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         0, config.name, trainer, profile, GlobalModel(flatten(model)), _evaluator(model, bundle)
     )
     population = build_population(config.devices, len(client_train), streams)
-    executor = InlineExecutor({0: trainer})
+    executor: Executor = (
+        ProcessExecutor({0: trainer}, config.workers)
+        if config.executor == "process"
+        else InlineExecutor({0: trainer})
+    )
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     rt = Runtime(env, population, executor, recorder, streams, uplink)

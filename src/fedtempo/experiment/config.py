@@ -211,6 +211,8 @@ class ExperimentConfig(_Section):
     name: str = "default"
     seed: int = Field(0, ge=0)
     threads: int = Field(1, ge=1)
+    executor: Literal["inline", "process"] = "inline"
+    workers: int = Field(2, ge=1)
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
     model: ModelConfig = ModelConfig()

@@ -1,0 +1,24 @@
+"""The process-pool executor gives bit-identical results to the inline one."""
+
+import pytest
+import torch
+
+from fedtempo.experiment.config import load
+from fedtempo.experiment.results import run_experiment
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["server.rounds=3", "server.deadline=4.0"],  # stragglers trained but never consumed
+        ["server.algorithm=asyncfeded", "server.max_updates=40", "devices.failure_probability=0.2"],
+    ],
+    ids=["fedavg-deadline", "asyncfeded-failures"],
+)
+def test_process_executor_is_bit_identical(overrides: list[str]) -> None:
+    _, inline = run_experiment(load(None, overrides), None)
+    _, pooled = run_experiment(load(None, [*overrides, "executor=process", "workers=2"]), None)
+    assert torch.equal(inline.final_params[0], pooled.final_params[0])
+    strip = lambda evs: [(e.time, e.version, e.accuracy, e.loss) for e in evs]  # noqa: E731
+    assert strip(inline.recorder.evaluations) == strip(pooled.recorder.evaluations)
+    assert [u.gamma for u in inline.recorder.updates] == [u.gamma for u in pooled.recorder.updates]
