@@ -72,7 +72,7 @@ def test_population_cli_on_the_w_tta_population(tmp_path: Path) -> None:
         app,
         [
             "population",
-            str(CONFIGS / "w_tta_fedavg.toml"),
+            str(CONFIGS / "w_tta" / "base.toml"),
             "--out",
             str(out),
             "--set",
@@ -82,7 +82,7 @@ def test_population_cli_on_the_w_tta_population(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "population of w-tta-fedavg: 100 devices" in result.output
+    assert "population of w-tta: 100 devices" in result.output
     assert "compute speed" in result.output and "energy per round" in result.output
     assert out.is_file() and out.stat().st_size > 10_000
 

@@ -11,6 +11,17 @@ from torch import nn
 from fedtempo.client.local import LocalSpec, Update, train_local
 from fedtempo.rng import Streams
 
+Indices = torch.Tensor | slice
+
+
+def _compact(idx: np.ndarray) -> Indices:
+    """A contiguous run of indices is kept as a slice (16 bytes and a view, not a gather)."""
+    if len(idx) and int(idx[-1]) - int(idx[0]) + 1 == len(idx) and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    if len(idx) == 0:
+        return slice(0, 0)
+    return torch.from_numpy(idx)
+
 
 class ClientTrainer:
     """Trains any client of one task from a given start vector.
@@ -34,14 +45,13 @@ class ClientTrainer:
         self.model = model
         self.x = x
         self.y = y
-        self.client_indices = [
-            torch.from_numpy(np.asarray(i, dtype=np.int64)) for i in client_indices
-        ]
+        self.client_indices = [_compact(np.asarray(i, dtype=np.int64)) for i in client_indices]
         self.spec = spec
         self.streams = streams
 
     def num_samples(self, client: int) -> int:
-        return int(self.client_indices[client].numel())
+        idx = self.client_indices[client]
+        return idx.stop - idx.start if isinstance(idx, slice) else int(idx.numel())
 
     def num_steps(self, client: int, epochs: int | None = None) -> int:
         return self.spec.num_steps(self.num_samples(client), epochs)
@@ -66,7 +76,7 @@ class ClientTrainer:
             task=self.task,
             base_version=base_version,
             delta=delta,
-            num_samples=len(idx),
+            num_samples=self.num_samples(client),
             num_steps=steps,
             loss=loss,
         )

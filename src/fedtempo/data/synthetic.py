@@ -40,8 +40,12 @@ def leaf_synthetic(
     union of the device test sets. alpha and beta are standard deviations, as in the FedProx code.
     """
     counts = synthetic_counts(num_clients, rng, size_mean, size_sigma, min_size)
-    cov_diag = np.arange(1, dim + 1, dtype=np.float64) ** -1.2
-    xs_train, ys_train, xs_test, ys_test = [], [], [], []
+    cuts = np.array([round((1.0 - test_fraction) * int(n)) for n in counts], dtype=np.int64)
+    train_x = np.empty((int(cuts.sum()), dim), dtype=np.float32)
+    test_x = np.empty((int((counts - cuts).sum()), dim), dtype=np.float32)
+    train_y = np.empty(len(train_x), dtype=np.int64)
+    test_y = np.empty(len(test_x), dtype=np.int64)
+    sd = np.sqrt(np.arange(1, dim + 1, dtype=np.float64) ** -1.2)
     natural_train, natural_test = [], []
     n_train = n_test = 0
     for k in range(num_clients):
@@ -50,27 +54,25 @@ def leaf_synthetic(
         w = rng.normal(u_k, 1.0, (num_classes, dim))
         b = rng.normal(u_k, 1.0, num_classes)
         v = rng.normal(big_b, 1.0, dim)
-        x = v + rng.standard_normal((int(counts[k]), dim)) * np.sqrt(cov_diag)
+        x = v + rng.standard_normal((int(counts[k]), dim)) * sd
         y = np.argmax(x @ w.T + b, axis=1)
-        cut = round((1.0 - test_fraction) * len(y))
-        xs_train.append(x[:cut])
-        ys_train.append(y[:cut])
-        xs_test.append(x[cut:])
-        ys_test.append(y[cut:])
+        cut, rest = int(cuts[k]), int(counts[k] - cuts[k])
+        train_x[n_train : n_train + cut] = x[:cut]
+        train_y[n_train : n_train + cut] = y[:cut]
+        test_x[n_test : n_test + rest] = x[cut:]
+        test_y[n_test : n_test + rest] = y[cut:]
         natural_train.append(np.arange(n_train, n_train + cut))
-        natural_test.append(np.arange(n_test, n_test + len(y) - cut))
+        natural_test.append(np.arange(n_test, n_test + rest))
         n_train += cut
-        n_test += len(y) - cut
+        n_test += rest
 
-    def as_dataset(xs: list[np.ndarray], ys: list[np.ndarray]) -> ArrayDataset:
-        x_all = torch.from_numpy(np.concatenate(xs).astype(np.float32))
-        y_all = torch.from_numpy(np.concatenate(ys).astype(np.int64))
-        return ArrayDataset(x_all, y_all, num_classes)
+    def as_dataset(x_all: np.ndarray, y_all: np.ndarray) -> ArrayDataset:
+        return ArrayDataset(torch.from_numpy(x_all), torch.from_numpy(y_all), num_classes)
 
     return DataBundle(
         "synthetic",
-        as_dataset(xs_train, ys_train),
-        as_dataset(xs_test, ys_test),
+        as_dataset(train_x, train_y),
+        as_dataset(test_x, test_y),
         natural_train,
         natural_test,
     )

@@ -9,6 +9,7 @@ A client whose session failed or went offline becomes idle and restarts from the
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from fedtempo.sim.clock import after_instant
 from fedtempo.sim.executor import TrainingJob
 from fedtempo.sim.session import Runtime, session
 from fedtempo.sim.task import SimTask
+from fedtempo.system.availability import AlwaysOn
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,14 @@ class AsyncServer:
 
     def _candidates(self) -> list[int]:
         avail = self.rt.devices.availability
+        if isinstance(avail, AlwaysOn):  # O(1): every idle client is a candidate
+            return self.idle
         return [c for c in self.idle if avail.window_end(c, self.rt.env.now) is not None]
 
     def _choose(self, candidates: list[int]) -> int:
         if self.dispatch_mode == "round-robin":
-            later = [c for c in candidates if c >= self._next_rr]
-            chosen = later[0] if later else candidates[0]
+            i = bisect.bisect_left(candidates, self._next_rr)  # candidates are sorted
+            chosen = candidates[i] if i < len(candidates) else candidates[0]
             self._next_rr = chosen + 1
             return chosen
         rng = self.rt.streams.numpy("dispatch", self.task.task, self._dispatches)
@@ -90,7 +94,7 @@ class AsyncServer:
 
     def _start(self, client: int) -> None:
         version, params = self.state.store.acquire()
-        self.idle.remove(client)
+        del self.idle[bisect.bisect_left(self.idle, client)]
         self.training.add(client)
         self._dispatches += 1
         job = TrainingJob(
@@ -128,8 +132,7 @@ class AsyncServer:
 
     def _consume(self, client: int, base_version: int, update: Update | None) -> None:
         self.training.discard(client)
-        self.idle.append(client)
-        self.idle.sort()
+        bisect.insort(self.idle, client)
         if update is not None and not self._done():
             self.received += 1
             self._aggregate(update)

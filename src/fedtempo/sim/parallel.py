@@ -56,7 +56,8 @@ class ProcessExecutor:
             t.x.share_memory_()
             t.y.share_memory_()
             for idx in t.client_indices:
-                idx.share_memory_()
+                if isinstance(idx, torch.Tensor):
+                    idx.share_memory_()
         context: Any = tmp.get_context("spawn")
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers,
