@@ -43,7 +43,7 @@ class Built:
     simulation: Simulation
     task: SimTask
     population: Population
-    client_train: list[np.ndarray]
+    train_sizes: np.ndarray
     client_test: list[np.ndarray]
 
 
@@ -197,4 +197,5 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         time_limit=config.stop.virtual_time,
         env=env,
     )
-    return Built(sim, task, population, client_train, client_test)
+    sizes = np.array([len(c) for c in client_train], dtype=np.int64)
+    return Built(sim, task, population, sizes, client_test)

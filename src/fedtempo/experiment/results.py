@@ -74,7 +74,7 @@ def client_rows(built: Built, events: Sequence[Event]) -> list[list[Any]]:
         dict.fromkeys(CLIENT_COLUMNS, 0)
         | {
             "client": c,
-            "train_samples": len(built.client_train[c]),
+            "train_samples": int(built.train_sizes[c]),
             "test_samples": len(built.client_test[c]),
             "flops_per_s": float(pop.compute.flops_per_s[c]),
             "uplink_mbps": pop.uplink.mean_rate_bps(c) / 1e6,
@@ -108,7 +108,7 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
         "algorithm": config.server.algorithm,
         "dataset": config.data.dataset,
         "model": config.model.name,
-        "num_clients": len(built.client_train),
+        "num_clients": len(built.train_sizes),
         "seed": config.seed,
         "virtual_time_s": result.virtual_time,
         "wall_s": result.recorder.wall(),
