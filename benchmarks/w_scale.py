@@ -38,14 +38,29 @@ from fedtempo.sim.task import GlobalModel
 
 
 def config(clients: int, updates: int):  # type: ignore[no-untyped-def]
-    return load(None, [
-        "name=w-scale", "data.dataset=synthetic", "data.synthetic.alpha=0.5",
-        "data.synthetic.beta=0.5", "partition.scheme=natural", f"partition.num_clients={clients}",
-        "model.name=logreg", "train.batch_size=32", "train.lr=0.01", "server.algorithm=fedbuff",
-        "server.concurrency=100", f"server.max_updates={updates}", "server.fedbuff.buffer_size=10",
-        "devices.compute.source=training-latency", "devices.compute.median_flops=2.5e5",
-        "devices.uplink.kind=trace", "devices.downlink.kind=trace", "eval.interval=0",
-    ])
+    return load(
+        None,
+        [
+            "name=w-scale",
+            "data.dataset=synthetic",
+            "data.synthetic.alpha=0.5",
+            "data.synthetic.beta=0.5",
+            "partition.scheme=natural",
+            f"partition.num_clients={clients}",
+            "model.name=logreg",
+            "train.batch_size=32",
+            "train.lr=0.01",
+            "server.algorithm=fedbuff",
+            "server.concurrency=100",
+            f"server.max_updates={updates}",
+            "server.fedbuff.buffer_size=10",
+            "devices.compute.source=training-latency",
+            "devices.compute.median_flops=2.5e5",
+            "devices.uplink.kind=trace",
+            "devices.downlink.kind=trace",
+            "eval.interval=0",
+        ],
+    )
 
 
 class TimedTrainer(ClientTrainer):
@@ -69,10 +84,15 @@ def _client_side(cfg, bundle, parts, streams) -> int:  # type: ignore[no-untyped
     model = build_model("logreg", bundle.train.input_shape, 10, streams.torch("init", 0))
     trainer = ClientTrainer(0, model, bundle.train.x, bundle.train.y, parts, LocalSpec(), streams)
     population = build_population(cfg.devices, n, streams)
-    task = SimTask(0, "m", trainer, profile_model("logreg", model, (60,)),
-                   GlobalModel(flatten(model)), lambda p: (0.0, 0.0))
-    rt = Runtime(simpy.Environment(), population, InlineExecutor({0: trainer}), Recorder(),
-                 streams)
+    task = SimTask(
+        0,
+        "m",
+        trainer,
+        profile_model("logreg", model, (60,)),
+        GlobalModel(flatten(model)),
+        lambda p: (0.0, 0.0),
+    )
+    rt = Runtime(simpy.Environment(), population, InlineExecutor({0: trainer}), Recorder(), streams)
     server = AsyncServer(rt, task, rule=async_rule(cfg.server), concurrency=1)
     used = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -114,8 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     population = build_population(cfg.devices, args.clients, streams)
     recorder = Recorder()
     evaluate = lambda p: (0.0, 0.0)  # noqa: E731  (evaluated once, outside the timed loop)
-    task = SimTask(0, "w-scale", trainer, profile_model("logreg", model, (60,)),
-                   GlobalModel(flatten(model)), evaluate)
+    task = SimTask(
+        0,
+        "w-scale",
+        trainer,
+        profile_model("logreg", model, (60,)),
+        GlobalModel(flatten(model)),
+        evaluate,
+    )
     env = simpy.Environment()
     executor = InlineExecutor({0: trainer})
     rt = Runtime(env, population, executor, recorder, streams)
@@ -153,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = {
         "peak_memory_mb": {"value": figures["peak_memory_mb"], "met": peak_memory_mb() < 2048},
         "overhead_per_event_us": {"value": 1e6 * overhead, "met": overhead < 200e-6},
-        "memory_per_idle_client_bytes": {"value": per_client_bytes,
-                                         "met": per_client_bytes < 2048},
+        "memory_per_idle_client_bytes": {"value": per_client_bytes, "met": per_client_bytes < 2048},
     }
     table = Table(title=f"W-scale ({'quick' if args.quick else 'full'})")
     table.add_column("figure")

@@ -22,3 +22,11 @@ def test_process_executor_is_bit_identical(overrides: list[str]) -> None:
     strip = lambda evs: [(e.time, e.version, e.accuracy, e.loss) for e in evs]  # noqa: E731
     assert strip(inline.recorder.evaluations) == strip(pooled.recorder.evaluations)
     assert [u.gamma for u in inline.recorder.updates] == [u.gamma for u in pooled.recorder.updates]
+
+
+def test_ray_executor_is_bit_identical() -> None:
+    pytest.importorskip("ray")
+    overrides = ["server.algorithm=fedbuff", "server.max_updates=30"]
+    _, inline = run_experiment(load(None, overrides), None)
+    _, remote = run_experiment(load(None, [*overrides, "executor=ray", "workers=2"]), None)
+    assert torch.equal(inline.final_params[0], remote.final_params[0])

@@ -26,7 +26,7 @@ from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
 from fedtempo.sim.engine import ServerFactory, Simulation
-from fedtempo.sim.executor import Executor, InlineExecutor
+from fedtempo.sim.executor import BatchingExecutor, Executor, InlineExecutor
 from fedtempo.sim.parallel import ProcessExecutor
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.session import Runtime
@@ -151,6 +151,27 @@ def client_prox(s: ServerConfig) -> float:
     return 0.0
 
 
+BATCH_BELOW_FLOPS = 1e5  # train FLOPs/sample under which batching clients paid (W-sim notes)
+
+
+def make_executor(
+    config: ExperimentConfig, trainers: dict[int, ClientTrainer], train_flops: int
+) -> Executor:
+    """inline (lazy, in this thread; clients batched with vmap when ``batch_clients`` is on, or
+    auto and the model is tiny), process (a local pool) or ray (local or remote cluster)."""
+    if config.executor == "inline":
+        auto = config.batch_clients == "auto" and train_flops < BATCH_BELOW_FLOPS
+        if config.batch_clients == "on" or auto:
+            return BatchingExecutor(trainers)
+    if config.executor == "process":
+        return ProcessExecutor(trainers, config.workers)
+    if config.executor == "ray":
+        from fedtempo.sim.distributed import RayExecutor
+
+        return RayExecutor(trainers, config.workers, config.ray_address)
+    return InlineExecutor(trainers)
+
+
 def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     """Assemble the simulation described by ``config``. Raises FedTempoError on bad input."""
     torch.set_num_threads(config.threads)
@@ -179,11 +200,7 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         0, config.name, trainer, profile, GlobalModel(flatten(model)), _evaluator(model, bundle)
     )
     population = build_population(config.devices, len(client_train), streams)
-    executor: Executor = (
-        ProcessExecutor({0: trainer}, config.workers)
-        if config.executor == "process"
-        else InlineExecutor({0: trainer})
-    )
+    executor = make_executor(config, {0: trainer}, profile.train_flops)
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     rt = Runtime(env, population, executor, recorder, streams, uplink)

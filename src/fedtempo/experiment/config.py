@@ -211,8 +211,10 @@ class ExperimentConfig(_Section):
     name: str = "default"
     seed: int = Field(0, ge=0)
     threads: int = Field(1, ge=1)
-    executor: Literal["inline", "process"] = "inline"
+    executor: Literal["inline", "process", "ray"] = "inline"
+    batch_clients: Literal["auto", "on", "off"] = "auto"
     workers: int = Field(2, ge=1)
+    ray_address: str | None = None
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
     model: ModelConfig = ModelConfig()

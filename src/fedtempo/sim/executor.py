@@ -65,3 +65,48 @@ class InlineExecutor:
 
     def close(self) -> None:
         pass
+
+
+class _BatchHandle:
+    def __init__(self, owner: BatchingExecutor, job: TrainingJob) -> None:
+        self._owner = owner
+        self.job = job
+        self.update: Update | None = None
+
+    def result(self) -> Update:
+        if self.update is None:
+            self._owner.run_pending(self)
+        assert self.update is not None
+        return self.update
+
+
+class BatchingExecutor:
+    """Lazy like InlineExecutor, but when a result is needed, every pending training of that
+    task (up to ``max_batch``, oldest first) runs in one vectorised computation
+    (``ClientTrainer.train_many``). Deterministic; equal to inline up to float rounding."""
+
+    def __init__(self, trainers: dict[int, ClientTrainer], max_batch: int = 64) -> None:
+        self.trainers = trainers
+        self.max_batch = max_batch
+        self._pending: dict[int, list[_BatchHandle]] = {}
+
+    def submit(self, job: TrainingJob) -> Handle:
+        handle = _BatchHandle(self, job)
+        self._pending.setdefault(job.task, []).append(handle)
+        return handle
+
+    def run_pending(self, wanted: _BatchHandle) -> None:
+        queue = self._pending[wanted.job.task]
+        others = [h for h in queue if h is not wanted][: self.max_batch - 1]
+        group = [wanted, *others]
+        for h in group:
+            queue.remove(h)
+        jobs = [
+            (h.job.client, h.job.base_version, h.job.start, h.job.dispatch, h.job.epochs)
+            for h in group
+        ]
+        for h, update in zip(group, self.trainers[wanted.job.task].train_many(jobs), strict=True):
+            h.update = update
+
+    def close(self) -> None:
+        self._pending.clear()
