@@ -1,5 +1,7 @@
 """Batched clients (torch.func vmap) equal sequential local training up to float rounding."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -31,7 +33,7 @@ def test_batched_equals_sequential(spec: LocalSpec, model_name: str) -> None:
     base = flatten(model)
     sizes = [37, 80, 5, 120, 1]  # unequal: different step counts and short last batches
     offsets = np.cumsum([0, *sizes])
-    parts = [(data.x[a:b], data.y[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    parts = [(data.x[a:b], data.y[a:b]) for a, b in itertools.pairwise(offsets)]
     starts = torch.stack([base + 0.01 * c for c in range(len(sizes))])  # different start models
     epochs = [None, 3, None, 1, 2]
     seq = [
