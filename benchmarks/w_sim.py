@@ -1,117 +1,146 @@
 """W-sim (BENCHMARKS.md): the cost of the framework itself.
 
 MNIST, 100 clients, Dirichlet 0.5 seed 0, cnn-s; 1 local epoch, batch 32, SGD lr 0.05; sync
-FedAvg, 10 clients per round, 50 rounds; one evaluation at the end. Runs the same work as a plain
-PyTorch loop and through fedtempo, alternately in one process, and reports medians and ratios.
+FedAvg, 10 clients per round, 50 rounds; one evaluation at the end (configs/w_sim.toml), and the
+async variant (FedBuff, buffer 10, concurrency 10, 500 updates: configs/w_sim_fedbuff.toml).
+Every variant runs as its own process, timed start to exit like the BENCHMARKS.md reference
+points, interleaved with the plain PyTorch loop (benchmarks/plain_wsim.py); medians of
+``--repeats``. Peak memory is each process's own (wait4), the largest over the variants.
 
-    python benchmarks/w_sim.py [--quick] [--repeats 3] [--threads 1]
+    python benchmarks/w_sim.py [--quick] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from common import peak_memory_mb, write_results
+from common import write_results
 from rich.console import Console
 from rich.table import Table
 
-from fedtempo.data.datasets import load_idx_pair
-from fedtempo.data.partition import dirichlet
-from fedtempo.experiment.config import load
-from fedtempo.experiment.results import run_experiment
-from fedtempo.models import build_model
-
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "w_sim.toml"
+BENCH = Path(__file__).resolve().parent
+CONFIGS = BENCH.parent / "configs"
 
 
-def plain_loop(rounds: int, per_round: int, threads: int) -> tuple[float, float]:
-    """W-sim without a framework: returns (wall seconds incl. data loading, test accuracy)."""
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd``; (wall seconds, peak RSS in MB of the process, stdout)."""
     t0 = time.perf_counter()
-    torch.set_num_threads(threads)
-    data = load_idx_pair("mnist")
-    parts = dirichlet(data.train.y.numpy(), 100, 0.5, 0)
-    rng = np.random.default_rng(0)
-    model = build_model("cnn-s", (1, 28, 28), 10, torch.Generator().manual_seed(0))
-    global_vec = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for _ in range(rounds):
-        acc = torch.zeros_like(global_vec)
-        chosen = rng.choice(100, size=per_round, replace=False)
-        total = sum(len(parts[c]) for c in chosen)
-        for c in chosen:
-            torch.nn.utils.vector_to_parameters(global_vec.clone(), model.parameters())
-            opt = torch.optim.SGD(model.parameters(), lr=0.05)
-            idx = torch.from_numpy(parts[c])
-            x, y = data.train.x[idx], data.train.y[idx]
-            for b in torch.randperm(len(idx)).split(32):
-                opt.zero_grad()
-                loss_fn(model(x[b]), y[b]).backward()
-                opt.step()
-            local = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
-            acc += local * (len(idx) / total)
-        global_vec = acc
-    torch.nn.utils.vector_to_parameters(global_vec, model.parameters())
-    with torch.no_grad():
-        pred = model(data.test.x).argmax(1)
-    accuracy = float((pred == data.test.y).float().mean())
-    return time.perf_counter() - t0, accuracy
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError(f"{cmd} failed with status {status}")
+    return wall, usage.ru_maxrss / 1024.0, out
 
 
-def fedtempo_run(rounds: int, per_round: int, threads: int) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    config = load(
-        CONFIG,
-        [f"server.rounds={rounds}", f"server.clients_per_round={per_round}", f"threads={threads}"],
+def plain_loop(rounds: int, per_round: int, threads: int) -> tuple[float, float, float]:
+    wall, rss, out = timed(
+        [sys.executable, str(BENCH / "plain_wsim.py"), str(rounds), str(per_round), str(threads)]
     )
-    summary, _ = run_experiment(config, None)
-    return time.perf_counter() - t0, float(summary["final_accuracy"])
+    return wall, rss, float(json.loads(out)["accuracy"])
+
+
+def fedtempo_run(config: str, overrides: list[str]) -> tuple[float, float, float]:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "fedtempo.cli", "run", str(CONFIGS / config), "--out", out]
+        for o in overrides:
+            cmd += ["--set", o]
+        wall, rss, _ = timed(cmd)
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    return wall, rss, float(summary["final_accuracy"])
+
+
+VARIANTS = {
+    # name: (config, overrides)
+    "sync_inline_1t": ("w_sim.toml", ["threads=1"]),
+    "sync_process_2w": ("w_sim.toml", ["executor=process", "workers=2"]),
+    "async_inline_1t": ("w_sim_fedbuff.toml", ["threads=1"]),
+    "async_process_2w": ("w_sim_fedbuff.toml", ["executor=process", "workers=2"]),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 clients, 1 repeat")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     rounds, per_round, repeats = (2, 2, 1) if args.quick else (50, 10, args.repeats)
-    plain, ours, accs = [], [], []
-    for _ in range(repeats):
-        w, _acc = plain_loop(rounds, per_round, args.threads)
-        plain.append(w)
-        w, acc = fedtempo_run(rounds, per_round, args.threads)
-        ours.append(w)
-        accs.append(acc)
-    plain_s, ours_s = statistics.median(plain), statistics.median(ours)
-    overhead = ours_s / plain_s - 1.0
+    size = [
+        f"server.rounds={rounds}",
+        f"server.clients_per_round={per_round}",
+        f"server.max_updates={rounds * per_round}",
+    ]
+    if args.quick:
+        size.append("server.fedbuff.buffer_size=2")
+    walls: dict[str, list[float]] = {"plain_1t": []}
+    accs: dict[str, list[float]] = {"plain_1t": []}
+    peaks: dict[str, float] = {}
+    for _ in range(repeats):  # interleaved, so that machine noise hits every variant alike
+        w, rss, a = plain_loop(rounds, per_round, 1)
+        walls["plain_1t"].append(w)
+        accs["plain_1t"].append(a)
+        peaks["plain_1t"] = max(peaks.get("plain_1t", 0.0), rss)
+        for name, (cfg, extra) in VARIANTS.items():
+            w, rss, a = fedtempo_run(cfg, [*size, *extra])
+            walls.setdefault(name, []).append(w)
+            accs.setdefault(name, []).append(a)
+            peaks[name] = max(peaks.get(name, 0.0), rss)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    plain = med["plain_1t"]
     updates = rounds * per_round
-    figures = {
-        "wall_seconds": ours_s,
-        "plain_loop_seconds": plain_s,
-        "framework_overhead": overhead,
-        "client_updates_per_second": updates / ours_s,
-        "peak_memory_mb": peak_memory_mb(),
-        "final_accuracy": statistics.median(accs),
-    }
+    figures: dict[str, float] = {}
+    for k in walls:
+        figures[f"{k}_seconds"] = med[k]
+        figures[f"{k}_accuracy"] = statistics.median(accs[k])
+        figures[f"{k}_updates_per_second"] = updates / med[k]
+    figures["framework_overhead"] = med["sync_inline_1t"] / plain - 1.0
+    figures["async_framework_overhead"] = med["async_inline_1t"] / plain - 1.0
+    figures["parallel_speedup_vs_plain_1t"] = plain / med["sync_process_2w"]
+    figures["async_parallel_speedup_vs_plain_1t"] = plain / med["async_process_2w"]
+    for k, v in peaks.items():
+        figures[f"{k}_peak_memory_mb"] = v
+    figures["peak_memory_mb"] = max(v for k, v in peaks.items() if k != "plain_1t")
     targets = {
-        "framework_overhead": {"value": overhead, "met": overhead < 0.10},
-        "wall_seconds": {"value": ours_s, "met": ours_s < 16.0},
-        "peak_memory_mb": {"value": figures["peak_memory_mb"], "met": peak_memory_mb() < 1024},
+        "framework_overhead": {
+            "value": figures["framework_overhead"],
+            "met": figures["framework_overhead"] < 0.10,
+        },
+        "async_framework_overhead": {
+            "value": figures["async_framework_overhead"],
+            "met": figures["async_framework_overhead"] < 0.10,
+        },
+        "parallel_speedup_vs_plain_1t": {
+            "value": figures["parallel_speedup_vs_plain_1t"],
+            "met": figures["parallel_speedup_vs_plain_1t"] >= 1.6,
+        },
+        "async_parallel_speedup_vs_plain_1t": {
+            "value": figures["async_parallel_speedup_vs_plain_1t"],
+            "met": figures["async_parallel_speedup_vs_plain_1t"] >= 1.6,
+        },
+        "peak_memory_mb": {
+            "value": figures["peak_memory_mb"],
+            "met": figures["peak_memory_mb"] < 1024,
+        },
     }
-    table = Table(title=f"W-sim ({'quick' if args.quick else 'full'}, {args.threads} thread(s))")
+    table = Table(title=f"W-sim ({'quick' if args.quick else 'full'}), medians of {repeats}")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for k, v in figures.items():
         table.add_row(k, f"{v:.4g}")
     Console().print(table)
-    print(
-        "per-repeat plain:", [round(x, 2) for x in plain], "fedtempo:", [round(x, 2) for x in ours]
-    )
+    for k, v in walls.items():
+        print(k, [round(x, 2) for x in v])
+    for name, t in targets.items():
+        print(f"target {name}: {t['value']:.4g} -> {'met' if t['met'] else 'NOT met'}")
     print("results:", write_results("W-sim", figures, targets, args.quick))
     return 0
 
