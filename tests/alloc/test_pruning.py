@@ -1,0 +1,149 @@
+"""The KKT pruning/bandwidth solver: constraints, optimality against SLSQP, infeasibility."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+
+from fedtempo.alloc import Infeasible, PruningProblem, solve_pruning
+
+
+def instance(seed: int, n: int, tightness: float, rate: str) -> PruningProblem:
+    rng = np.random.default_rng(seed)
+    t_u = rng.uniform(0.5, 2.0, n)
+    t_v = rng.uniform(0.05, 0.3, n)
+    bits, total = 1e6, 1e6
+    s = rng.uniform(0.5, 5.0, n)
+    snr = rng.uniform(1e5, 1e7, n)  # p g / N0 in Hz
+    share = total / n
+    full = [
+        t_v[i]
+        + t_u[i]
+        + bits / (s[i] * share if rate == "linear" else share * math.log2(1 + snr[i] / share))
+        for i in range(n)
+    ]
+    threshold = tightness * float(np.max(full))
+    return PruningProblem(
+        weights=rng.uniform(0.5, 2.0, n),
+        t_global=t_u,
+        t_personal=t_v,
+        model_bits=bits,
+        threshold=threshold,
+        bandwidth=total,
+        rho_max=0.95,
+        rate=rate,
+        s=s,
+        snr_per_hz=snr,
+    )
+
+
+def slsqp(p: PruningProblem) -> tuple[float, bool]:
+    """scipy's SLSQP on the smooth formulation: variables rho and B/B_total."""
+    n = len(p.weights)
+
+    def latency_slack(z: np.ndarray) -> np.ndarray:
+        rho, b = z[:n], np.maximum(z[n:], 1e-12) * p.bandwidth
+        return np.array([p.threshold - p.latency(i, rho[i], b[i]) for i in range(n)])
+
+    cons = [
+        {"type": "ineq", "fun": latency_slack},
+        {"type": "ineq", "fun": lambda z: 1.0 - z[n:].sum()},
+    ]
+    z0 = np.concatenate([np.full(n, p.rho_max), np.full(n, 1.0 / n)])
+    res = minimize(
+        lambda z: float(np.dot(p.weights, z[:n])),
+        z0,
+        method="SLSQP",
+        bounds=[(0, p.rho_max)] * n + [(1e-9, 1.0)] * n,
+        constraints=cons,
+        options={"ftol": 1e-12, "maxiter": 1000},
+    )
+    return float(res.fun), bool(res.success and np.all(latency_slack(res.x) >= -1e-6))
+
+
+def check_feasible(p: PruningProblem, rho: np.ndarray, b: np.ndarray) -> None:
+    assert b.sum() <= p.bandwidth * (1 + 1e-9)
+    assert np.all(rho >= 0) and np.all(rho <= p.rho_max + 1e-12)
+    for i in range(len(rho)):
+        assert p.latency(i, rho[i], b[i]) <= p.threshold * (1 + 1e-9)
+
+
+@given(
+    st.integers(0, 10_000),
+    st.integers(2, 8),
+    st.floats(0.4, 1.2),
+    st.sampled_from(["linear", "shannon"]),
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_kkt_is_feasible_and_matches_slsqp(seed: int, n: int, tight: float, rate: str) -> None:
+    p = instance(seed, n, tight, rate)
+    try:
+        sol = solve_pruning(p)
+    except Infeasible:
+        assume(False)
+        return
+    check_feasible(p, sol.rho, sol.bandwidth)
+    ref, ok = slsqp(p)
+    assume(ok)
+    scale = max(abs(ref), 1e-9)
+    assert sol.objective <= ref + 1e-6 * scale  # KKT is never worse than SLSQP
+    assert sol.objective >= ref - 1e-4 * scale - 1e-9  # and SLSQP finds the same optimum
+
+
+def test_no_pruning_when_bandwidth_is_plentiful() -> None:
+    p = instance(1, 4, 5.0, "linear")
+    sol = solve_pruning(p)
+    assert np.all(sol.rho == 0.0) and sol.objective == 0.0
+
+
+def test_linear_two_devices_by_hand() -> None:
+    # Equal devices share equally: B = 0.5 each; rho = 1 - c / (T_u + S / (s B)).
+    p = PruningProblem(
+        weights=np.ones(2),
+        t_global=np.ones(2),
+        t_personal=np.zeros(2),
+        model_bits=1.0,
+        threshold=1.5,
+        bandwidth=1.0,
+        rho_max=0.9,
+        s=np.ones(2),
+    )
+    sol = solve_pruning(p)
+    assert sol.bandwidth == pytest.approx([0.5, 0.5])
+    assert sol.rho == pytest.approx([1 - 1.5 / 3.0] * 2)
+
+
+def test_infeasible_instances_are_reported() -> None:
+    p = instance(3, 3, 0.01, "linear")
+    with pytest.raises(Infeasible, match="cannot meet T_th"):
+        solve_pruning(p)
+    q = PruningProblem(
+        weights=np.ones(2),
+        t_global=np.ones(2),
+        t_personal=np.zeros(2),
+        model_bits=1.0,
+        threshold=0.5,
+        bandwidth=0.1,
+        rho_max=0.9,
+        s=np.ones(2),
+    )
+    with pytest.raises(Infeasible, match="more than the total bandwidth"):
+        solve_pruning(q)
+
+
+def test_kkt_is_much_faster_than_slsqp() -> None:
+    p = instance(7, 20, 0.7, "linear")
+    t0 = time.perf_counter()
+    for _ in range(5):
+        solve_pruning(p)
+    kkt = (time.perf_counter() - t0) / 5
+    t0 = time.perf_counter()
+    slsqp(p)
+    ref = time.perf_counter() - t0
+    assert ref / kkt > 5  # the W-prune benchmark measures the full ratio (target 100x)
