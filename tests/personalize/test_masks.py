@@ -67,3 +67,58 @@ def test_personal_mask_by_layer_name() -> None:
     assert int(m.sum()) == 64 * 10 + 10 and bool(m[-650:].all())
     with pytest.raises(ValueError, match="not in the model"):
         personal_mask(model, ["head"])
+
+
+def _setup():  # type: ignore[no-untyped-def]
+    from fedtempo.params import flatten
+    from fedtempo.testing import tiny_dataset
+
+    data = tiny_dataset()
+    model = build_model("mlp", data.input_shape, data.num_classes, torch.Generator().manual_seed(0))
+    return model, flatten(model), personal_mask(model, ["5"]), data
+
+
+def test_frozen_entries_stay_exactly_fixed_under_momentum_and_decay() -> None:
+    from fedtempo.client.local import LocalSpec, train_local
+
+    model, start, personal, data = _setup()
+    spec = LocalSpec(epochs=2, batch_size=16, lr=0.1, momentum=0.9, weight_decay=0.01)
+    delta, _, _ = train_local(
+        model, start, data.x, data.y, spec, torch.Generator().manual_seed(0), trainable=personal
+    )
+    assert float(delta[~personal].abs().max()) == 0.0
+    assert float(delta[personal].abs().max()) > 0.0
+
+
+def test_pruning_ratio_zero_equals_dense_personalized_training() -> None:
+    from fedtempo.client.local import LocalSpec
+    from fedtempo.personalize.training import train_personalized
+
+    model, start, personal, data = _setup()
+    spec = LocalSpec(epochs=1, batch_size=16, lr=0.1)
+    pruned = train_personalized(
+        model, start, personal, 0.0, data.x, data.y, spec, spec, torch.Generator().manual_seed(3)
+    )
+    # dense: personal phase then global phase with nothing pruned, by hand
+    from fedtempo.client.local import train_local
+
+    gen = torch.Generator().manual_seed(3)
+    d1, _, _ = train_local(model, start, data.x, data.y, spec, gen, trainable=personal)
+    d2, _, _ = train_local(model, start + d1, data.x, data.y, spec, gen, trainable=~personal)
+    assert torch.equal(pruned.vector, start + d1 + d2)
+    assert bool(pruned.keep.all())
+
+
+def test_pruned_entries_stay_zero_and_the_rest_trains() -> None:
+    from fedtempo.client.local import LocalSpec
+    from fedtempo.personalize.training import train_personalized
+
+    model, start, personal, data = _setup()
+    spec = LocalSpec(epochs=1, batch_size=16, lr=0.1, momentum=0.9)
+    out = train_personalized(
+        model, start, personal, 0.7, data.x, data.y, spec, spec, torch.Generator().manual_seed(0)
+    )
+    glob = out.vector[~personal]
+    assert int(out.keep.sum()) == math.ceil(0.3 * int((~personal).sum()) - 1e-9)
+    assert float(glob[~out.keep].abs().max()) == 0.0
+    assert not torch.equal(glob[out.keep], start[~personal][out.keep])

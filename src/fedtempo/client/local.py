@@ -65,6 +65,26 @@ def _batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) ->
     return out[:steps]
 
 
+class _Freezer:
+    """Restores the entries of ``start`` outside ``trainable`` after every optimizer step, so
+    they stay exactly fixed whatever the optimizer does (momentum, weight decay)."""
+
+    def __init__(self, params: list[nn.Parameter], start: torch.Tensor, trainable: torch.Tensor):
+        self.items = []
+        offset = 0
+        for p in params:
+            n = p.numel()
+            m = trainable[offset : offset + n].view_as(p)
+            if not bool(m.all()):
+                self.items.append((p, m, start[offset : offset + n].view_as(p).clone()))
+            offset += n
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, m, p0 in self.items:
+            p.copy_(torch.where(m, p, p0))
+
+
 def train_local(
     model: nn.Module,
     start: torch.Tensor,
@@ -73,11 +93,14 @@ def train_local(
     spec: LocalSpec,
     generator: torch.Generator,
     epochs: int | None = None,
+    trainable: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int, float]:
     """Train ``model`` (a workspace; its weights are overwritten) from ``start`` on (x, y).
 
     Returns (delta, steps, mean training loss). Deterministic given ``generator``'s state.
-    ``epochs`` overrides ``spec.epochs`` (adaptive local epochs of AsyncFedED).
+    ``epochs`` overrides ``spec.epochs`` (adaptive local epochs of AsyncFedED). ``trainable``
+    (a boolean mask over the flat vector) freezes every other entry at its start value
+    (personal/global phases, pruned entries).
     """
     load_vector(model, start)
     steps = spec.num_steps(len(y), epochs)
@@ -89,6 +112,7 @@ def train_local(
     optimizer = torch.optim.SGD(
         params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
     )
+    freezer = _Freezer(params, start, trainable) if trainable is not None else None
     loss_fn = nn.CrossEntropyLoss()
     total = torch.zeros((), dtype=torch.float64)
     for idx in _batches(len(y), spec, steps, generator):
@@ -102,6 +126,8 @@ def train_local(
                     if p.grad is not None:
                         p.grad.add_(p.detach() - p0, alpha=spec.prox_mu)
         optimizer.step()
+        if freezer is not None:
+            freezer.restore()
         total += loss.detach()
     return flatten(model) - start, steps, float(total) / steps
 
