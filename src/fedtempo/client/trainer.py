@@ -73,18 +73,20 @@ class ClientTrainer:
         gens = [self._generator(c, v, d) for c, v, _, d, _ in jobs]
         starts = torch.stack([s for _, _, s, _, _ in jobs])
         out = train_batched(self.model, starts, data, self.spec, gens, [e for *_, e in jobs])
-        return [
-            Update(
-                client=c,
-                task=self.task,
-                base_version=v,
-                delta=delta,
-                num_samples=self.num_samples(c),
-                num_steps=steps,
-                loss=loss,
-            )
-            for (c, v, _, _, _), (delta, steps, loss) in zip(jobs, out, strict=True)
-        ]
+        return [self._update(c, v, *r) for (c, v, _, _, _), r in zip(jobs, out, strict=True)]
+
+    def _update(
+        self, client: int, base_version: int, delta: torch.Tensor, steps: int, loss: float
+    ) -> Update:
+        return Update(
+            client=client,
+            task=self.task,
+            base_version=base_version,
+            delta=delta,
+            num_samples=self.num_samples(client),
+            num_steps=steps,
+            loss=loss,
+        )
 
     def train(
         self,
@@ -99,12 +101,4 @@ class ClientTrainer:
         x, y = self._data(client)
         gen = self._generator(client, base_version, dispatch)
         delta, steps, loss = train_local(self.model, start, x, y, self.spec, gen, epochs)
-        return Update(
-            client=client,
-            task=self.task,
-            base_version=base_version,
-            delta=delta,
-            num_samples=self.num_samples(client),
-            num_steps=steps,
-            loss=loss,
-        )
+        return self._update(client, base_version, delta, steps, loss)
