@@ -1,7 +1,7 @@
 """W-tta and W-fail (BENCHMARKS.md): time to accuracy and robustness to failures.
 
 Methods: the files of configs/w_tta/ (FedAvg, FedProx, FedAsync constant/polynomial/hinge,
-FedBuff, AsyncFedED), each laid over a dataset base: configs/w_tta/base.toml (MNIST, W-tta
+FedBuff, AsyncFedED), each laid over a dataset base: configs/w_tta_base.toml (MNIST, W-tta
 population) or configs/synthetic_paper.toml (the paper's own setting). Every method gets the same
 tuning budget: one knob, three values, chosen on seed 0 without failures by final accuracy.
 
@@ -38,7 +38,7 @@ METHODS = [
     "asyncfeded",
 ]
 BASES = {
-    "mnist": ROOT / "configs/w_tta/base.toml",
+    "mnist": ROOT / "configs/w_tta_base.toml",
     "synthetic": ROOT / "configs/synthetic_paper.toml",
 }
 TARGETS = {"mnist": (0.90, 0.95, 0.97), "synthetic": (0.70, 0.75)}

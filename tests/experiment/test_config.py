@@ -80,3 +80,23 @@ def test_async_hyperparameters_out_of_range(override: str, message: str) -> None
 def test_async_run_needs_a_stop() -> None:
     with pytest.raises(ConfigError, match=r"needs server\.max_updates or stop\.virtual_time"):
         load(None, ["server.algorithm=fedbuff"])
+
+
+def test_extends_lays_a_file_over_its_base(tmp_path: Path) -> None:
+    (tmp_path / "base.toml").write_text(
+        'name = "base"\n[server]\nrounds = 7\nclients_per_round = 3\n'
+    )
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "child.toml").write_text(
+        'extends = "../base.toml"\nname = "child"\n[server]\nrounds = 9\n'
+    )
+    c = load(sub / "child.toml")
+    assert (c.name, c.server.rounds, c.server.clients_per_round) == ("child", 9, 3)
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ConfigError, match="loops back"):
+        load(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "missing.toml"\n')
+    with pytest.raises(ConfigError, match=r"missing\.toml: config file not found"):
+        load(tmp_path / "c.toml")

@@ -72,7 +72,7 @@ def test_population_cli_on_the_w_tta_population(tmp_path: Path) -> None:
         app,
         [
             "population",
-            str(CONFIGS / "w_tta" / "base.toml"),
+            str(CONFIGS / "w_tta_base.toml"),
             "--out",
             str(out),
             "--set",
