@@ -46,3 +46,27 @@ def write_results(
     }
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def report(
+    title: str,
+    workload: str,
+    figures: dict[str, float],
+    targets: dict[str, dict[str, Any]],
+    quick: bool,
+) -> Path:
+    """Print the figures as a table and each target as met or not; write the results JSON."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in figures.items():
+        table.add_row(k, f"{v:,.4g}")
+    Console().print(table)
+    for name, t in targets.items():
+        print(f"target {name}: {t['value']:.4g} -> {'met' if t['met'] else 'NOT met'}")
+    path = write_results(workload, figures, targets, quick)
+    print("results:", path)
+    return path

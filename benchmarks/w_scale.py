@@ -19,9 +19,7 @@ import time
 import tracemalloc
 
 import simpy
-from common import peak_memory_mb, write_results
-from rich.console import Console
-from rich.table import Table
+from common import peak_memory_mb, report
 
 from fedtempo.client.local import LocalSpec
 from fedtempo.client.local import evaluate as evaluate_params
@@ -181,15 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "overhead_per_event_us": {"value": 1e6 * overhead, "met": overhead < 200e-6},
         "memory_per_idle_client_bytes": {"value": per_client_bytes, "met": per_client_bytes < 2048},
     }
-    table = Table(title=f"W-scale ({'quick' if args.quick else 'full'})")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for k, v in figures.items():
-        table.add_row(k, f"{v:,.4g}")
-    Console().print(table)
-    for name, t in targets.items():
-        print(f"target {name}: {t['value']:.4g} -> {'met' if t['met'] else 'NOT met'}")
-    print("results:", write_results("W-scale", figures, targets, args.quick))
+    report(
+        f"W-scale ({'quick' if args.quick else 'full'})", "W-scale", figures, targets, args.quick
+    )
     return 0
 
 

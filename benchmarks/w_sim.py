@@ -22,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import write_results
-from rich.console import Console
-from rich.table import Table
+from common import report
 
 BENCH = Path(__file__).resolve().parent
 CONFIGS = BENCH.parent / "configs"
@@ -131,17 +129,15 @@ def main(argv: list[str] | None = None) -> int:
             "met": figures["peak_memory_mb"] < 1024,
         },
     }
-    table = Table(title=f"W-sim ({'quick' if args.quick else 'full'}), medians of {repeats}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for k, v in figures.items():
-        table.add_row(k, f"{v:.4g}")
-    Console().print(table)
+    report(
+        f"W-sim ({'quick' if args.quick else 'full'}), medians of {repeats}",
+        "W-sim",
+        figures,
+        targets,
+        args.quick,
+    )
     for k, v in walls.items():
         print(k, [round(x, 2) for x in v])
-    for name, t in targets.items():
-        print(f"target {name}: {t['value']:.4g} -> {'met' if t['met'] else 'NOT met'}")
-    print("results:", write_results("W-sim", figures, targets, args.quick))
     return 0
 
 
