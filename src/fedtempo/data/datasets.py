@@ -71,7 +71,7 @@ def load_idx_pair(name: str, root: Path | None = None) -> DataBundle:
         if labels.size and int(labels.max()) > 9:
             raise DataError(f"{paths[f'{split}_labels']}: label {int(labels.max())} outside 0..9")
         # One float32 allocation, normalised in place (MNIST: 188 MB, not four times that).
-        x = torch.from_numpy(images).to(torch.float32)
+        x = torch.from_numpy(images.astype(np.float32))
         x.div_(255.0).sub_(mean).div_(std)
         x = x.unsqueeze(1)
         parts[split] = ArrayDataset(x, torch.from_numpy(labels.astype(np.int64)), 10)
