@@ -57,7 +57,7 @@ class TrainConfig(_Section):
     epochs: int = Field(1, ge=1)
     iterations: int = Field(0, ge=0)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
 
@@ -110,7 +110,7 @@ class ServerConfig(_Section):
     updates arrived or ``stop.virtual_time``)."""
 
     algorithm: Literal["fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded"] = "fedavg"
-    rounds: int = Field(30, ge=1)
+    rounds: int = Field(40, ge=1)
     clients_per_round: int = Field(10, ge=1)
     deadline: float | None = Field(None, gt=0)
     server_lr: float = Field(1.0, gt=0)
