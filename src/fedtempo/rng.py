@@ -45,8 +45,3 @@ class Streams:
         gen = torch.Generator()
         gen.manual_seed(int(state[0]) << 32 | int(state[1]))
         return gen
-
-    def integer_seed(self, purpose: str, *keys: int) -> int:
-        """A 63-bit integer seed for code that only accepts an int."""
-        state = self._sequence(purpose, keys).generate_state(2, dtype=np.uint32)
-        return (int(state[0]) << 31) ^ int(state[1])

@@ -15,7 +15,6 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import simpy
 
 from fedtempo.aggregation.asynchronous import AsyncAggregator, AsyncState, adapt_epochs
@@ -165,9 +164,3 @@ class AsyncServer:
                 self._consume(client, base_version, update)
             if not self._done():
                 self._fill()
-
-
-def staleness_counts(versions: list[int]) -> dict[int, int]:
-    """Histogram of staleness in versions (for reports)."""
-    values, counts = np.unique(np.asarray(versions, dtype=np.int64), return_counts=True)
-    return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
