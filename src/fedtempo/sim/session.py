@@ -66,13 +66,15 @@ def session(rt: Runtime, task: SimTask, job: TrainingJob) -> Generator[Any, Any,
         env.process(_watchdog(env, env.active_process, end - env.now))  # type: ignore[arg-type]
     energy, phase = 0.0, _Phase(env.now)
     try:
-        round_time = (
-            dev.download_time(c, bits, env.now)
-            + dev.compute_time(c, flops, env.now)
-            + dev.upload_time(c, bits, env.now)
-        )
-        rng = rt.streams.numpy("failure", task.task, c, job.dispatch)
-        lost = failure_delay(rng, dev.failure_probability, round_time)
+        lost = None
+        if dev.failure_probability > 0:  # the failure's lost time scales with the round time
+            round_time = (
+                dev.download_time(c, bits, env.now)
+                + dev.compute_time(c, flops, env.now)
+                + dev.upload_time(c, bits, env.now)
+            )
+            rng = rt.streams.numpy("failure", task.task, c, job.dispatch)
+            lost = failure_delay(rng, dev.failure_probability, round_time)
         if lost is not None:
             yield env.timeout(lost)
             rec.event(env.now, "fail", task.task, c, version, 0, lost)
