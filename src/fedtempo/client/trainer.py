@@ -54,6 +54,10 @@ class ClientTrainer:
         idx = self.client_indices[client]
         return idx.stop - idx.start if isinstance(idx, slice) else int(idx.numel())
 
+    def clients_with_data(self) -> list[int]:
+        """Ids of the clients holding at least one training sample, increasing."""
+        return [c for c in range(len(self.client_indices)) if self.num_samples(c)]
+
     def num_steps(self, client: int, epochs: int | None = None) -> int:
         return self.spec.num_steps(self.num_samples(client), epochs)
 

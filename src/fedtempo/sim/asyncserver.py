@@ -23,7 +23,7 @@ from fedtempo.sim.clock import after_instant
 from fedtempo.sim.executor import TrainingJob
 from fedtempo.sim.session import Runtime, session
 from fedtempo.sim.task import SimTask
-from fedtempo.system.availability import AlwaysOn
+from fedtempo.system.availability import available_at
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,7 @@ class AsyncServer:
         self.dispatch_mode = dispatch
         self.epochs = epochs
         self.state: AsyncState = rule.init(task.model.params, task.model.version)
-        n = len(task.trainer.client_indices)
-        self.idle = [c for c in range(n) if task.trainer.num_samples(c)]
+        self.idle = task.trainer.clients_with_data()
         self.training: set[int] = set()
         self.k = {c: epochs.k_init for c in self.idle} if epochs else {}
         self.arrivals: simpy.Store = simpy.Store(rt.env)
@@ -69,10 +68,7 @@ class AsyncServer:
     # ---- dispatch ---------------------------------------------------------------------------
 
     def _candidates(self) -> list[int]:
-        avail = self.rt.devices.availability
-        if isinstance(avail, AlwaysOn):  # O(1): every idle client is a candidate
-            return self.idle
-        return [c for c in self.idle if avail.window_end(c, self.rt.env.now) is not None]
+        return available_at(self.rt.devices.availability, self.idle, self.rt.env.now)
 
     def _choose(self, candidates: list[int]) -> int:
         if self.dispatch_mode == "round-robin":

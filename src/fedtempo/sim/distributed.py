@@ -16,7 +16,7 @@ from typing import Any
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.errors import ConfigError
-from fedtempo.sim.executor import Handle, TrainingJob
+from fedtempo.sim.executor import Handle, TrainingJob, run_job
 
 
 class _TrainerActor:
@@ -27,8 +27,7 @@ class _TrainerActor:
         self.trainers = trainers
 
     def train(self, job: TrainingJob) -> Update:
-        t = self.trainers[job.task]
-        return t.train(job.client, job.base_version, job.start, job.dispatch, job.epochs)
+        return run_job(self.trainers[job.task], job)
 
 
 class _RayHandle:

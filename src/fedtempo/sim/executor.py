@@ -29,6 +29,11 @@ class TrainingJob:
     epochs: int | None = None
 
 
+def run_job(trainer: ClientTrainer, job: TrainingJob) -> Update:
+    """Run ``job`` on ``trainer``: what every executor does, wherever it runs."""
+    return trainer.train(job.client, job.base_version, job.start, job.dispatch, job.epochs)
+
+
 class Handle(Protocol):
     def result(self) -> Update: ...
 
@@ -47,10 +52,7 @@ class _LazyHandle:
 
     def result(self) -> Update:
         if self._update is None:
-            j = self._job
-            self._update = self._trainer.train(
-                j.client, j.base_version, j.start, j.dispatch, j.epochs
-            )
+            self._update = run_job(self._trainer, self._job)
         return self._update
 
 

@@ -18,7 +18,7 @@ import torch.multiprocessing as tmp
 
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
-from fedtempo.sim.executor import Handle, TrainingJob
+from fedtempo.sim.executor import Handle, TrainingJob, run_job
 
 _TRAINERS: dict[int, ClientTrainer] = {}
 
@@ -34,8 +34,7 @@ def _init_worker(trainers: dict[int, ClientTrainer]) -> None:
 
 
 def _train(job: TrainingJob) -> Update:
-    trainer = _TRAINERS[job.task]
-    return trainer.train(job.client, job.base_version, job.start, job.dispatch, job.epochs)
+    return run_job(_TRAINERS[job.task], job)
 
 
 class _FutureHandle:

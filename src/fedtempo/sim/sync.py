@@ -18,6 +18,7 @@ from fedtempo.sim.clock import after_instant
 from fedtempo.sim.executor import TrainingJob
 from fedtempo.sim.session import Runtime, session
 from fedtempo.sim.task import SimTask
+from fedtempo.system.availability import available_at
 
 
 class SyncServer:
@@ -38,13 +39,10 @@ class SyncServer:
         self.clients_per_round = clients_per_round
         self.rounds = rounds
         self.deadline = deadline
-        self.eligible = [
-            c for c in range(len(task.trainer.client_indices)) if task.trainer.num_samples(c)
-        ]
+        self.eligible = task.trainer.clients_with_data()
 
     def available(self, now: float) -> list[int]:
-        avail = self.rt.devices.availability
-        return [c for c in self.eligible if avail.window_end(c, now) is not None]
+        return available_at(self.rt.devices.availability, self.eligible, now)
 
     def sample(self, round_: int, candidates: list[int]) -> list[int]:
         """The round's cohort: k distinct candidates, sorted by id."""

@@ -81,3 +81,11 @@ class IntervalAvailability:
             total += min(end, horizon) - start
             t = end
         return total / horizon
+
+
+def available_at(availability: Availability, clients: list[int], t: float) -> list[int]:
+    """The clients of ``clients`` (sorted) that are available at ``t``, in the same order.
+    Always-on availability returns ``clients`` itself, without a scan."""
+    if isinstance(availability, AlwaysOn):
+        return clients
+    return [c for c in clients if availability.window_end(c, t) is not None]
