@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -9,9 +10,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import minimize
 
-from fedtempo.alloc import Infeasible, PruningProblem, solve_pruning
+from fedtempo.alloc import (
+    Infeasible,
+    PruningProblem,
+    equal_share,
+    solve_admitting,
+    solve_pruning,
+    solve_pruning_slsqp,
+)
 
 
 def instance(seed: int, n: int, tightness: float, rate: str) -> PruningProblem:
@@ -44,27 +51,8 @@ def instance(seed: int, n: int, tightness: float, rate: str) -> PruningProblem:
 
 
 def slsqp(p: PruningProblem) -> tuple[float, bool]:
-    """scipy's SLSQP on the smooth formulation: variables rho and B/B_total."""
-    n = len(p.weights)
-
-    def latency_slack(z: np.ndarray) -> np.ndarray:
-        rho, b = z[:n], np.maximum(z[n:], 1e-12) * p.bandwidth
-        return np.array([p.threshold - p.latency(i, rho[i], b[i]) for i in range(n)])
-
-    cons = [
-        {"type": "ineq", "fun": latency_slack},
-        {"type": "ineq", "fun": lambda z: 1.0 - z[n:].sum()},
-    ]
-    z0 = np.concatenate([np.full(n, p.rho_max), np.full(n, 1.0 / n)])
-    res = minimize(
-        lambda z: float(np.dot(p.weights, z[:n])),
-        z0,
-        method="SLSQP",
-        bounds=[(0, p.rho_max)] * n + [(1e-9, 1.0)] * n,
-        constraints=cons,
-        options={"ftol": 1e-12, "maxiter": 1000},
-    )
-    return float(res.fun), bool(res.success and np.all(latency_slack(res.x) >= -1e-6))
+    alloc, ok = solve_pruning_slsqp(p)
+    return alloc.objective, ok
 
 
 def check_feasible(p: PruningProblem, rho: np.ndarray, b: np.ndarray) -> None:
@@ -147,3 +135,51 @@ def test_kkt_is_much_faster_than_slsqp() -> None:
     slsqp(p)
     ref = time.perf_counter() - t0
     assert ref / kkt > 5  # the W-prune benchmark measures the full ratio (target 100x)
+
+
+def test_equal_share_prunes_everyone_alike() -> None:
+    p = instance(2, 4, 0.8, "shannon")
+    sol = equal_share(p, 0.25)
+    assert np.all(sol.rho == 0.25)
+    assert sol.bandwidth == pytest.approx([p.bandwidth / 4] * 4)
+    assert sol.objective == pytest.approx(0.25 * p.weights.sum())
+
+
+def test_admitting_equals_kkt_when_everyone_fits() -> None:
+    p = instance(5, 6, 0.8, "shannon")
+    sol = solve_pruning(p)
+    adm, out = solve_admitting(p)
+    assert out == []
+    assert np.array_equal(adm.rho, sol.rho) and np.array_equal(adm.bandwidth, sol.bandwidth)
+
+
+def test_admitting_leaves_out_hopeless_and_greedy_devices() -> None:
+    # Device 1's channel is so poor that no bandwidth lets it meet T_th: it is left out and the
+    # others are solved as if it were absent.
+    base = instance(5, 4, 0.9, "shannon")
+    snr = base.snr_per_hz.copy()  # type: ignore[union-attr]
+    snr[1] = 1e-3
+    p = dataclasses.replace(base, snr_per_hz=snr)
+    with pytest.raises(Infeasible):
+        solve_pruning(p)
+    adm, out = solve_admitting(p)
+    assert out == [1]
+    assert adm.rho[1] == 1.0 and adm.bandwidth[1] == 0.0
+    rest = solve_pruning(dataclasses.replace(p, **_pick(p, [0, 2, 3])))
+    assert adm.rho[[0, 2, 3]] == pytest.approx(rest.rho)
+    check_feasible(dataclasses.replace(p, **_pick(p, [0, 2, 3])), rest.rho, rest.bandwidth)
+    # Too little bandwidth for all: the device needing the most goes first.
+    q = dataclasses.replace(base, bandwidth=base.bandwidth * 1e-3)
+    adm, out = solve_admitting(q)
+    assert out and adm.bandwidth.sum() <= q.bandwidth * (1 + 1e-9)
+
+
+def _pick(p: PruningProblem, keep: list[int]) -> dict[str, np.ndarray]:
+    assert p.snr_per_hz is not None
+    return {
+        "weights": p.weights[keep],
+        "t_global": p.t_global[keep],
+        "t_personal": p.t_personal[keep],
+        "snr_per_hz": p.snr_per_hz[keep],
+        "s": None if p.s is None else p.s[keep],
+    }

@@ -39,6 +39,7 @@ def test_upload_bytes_picks_the_smaller_encoding() -> None:
     assert upload_bytes(1000, 900) == 900 * 4 + 125  # bitmap (125 B) beats 3600 B of indices
     assert upload_bytes(1000, 10) == 10 * 4 + 40  # 40 B of indices beat the bitmap
     assert upload_bytes(1000, 0) == 0
+    assert upload_bytes(1000, 1000) == 4000  # nothing pruned: no mask
 
 
 def test_masked_average_by_hand() -> None:

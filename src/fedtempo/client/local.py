@@ -40,6 +40,12 @@ class LocalSpec:
         k = self.epochs if epochs is None else epochs
         return k * math.ceil(num_samples / self.batch_size)
 
+    def samples_processed(self, num_samples: int, epochs: int | None = None) -> int:
+        """How many samples a training on ``num_samples`` samples passes through (for FLOPs)."""
+        if self.iterations > 0:
+            return self.iterations * min(self.batch_size, num_samples)
+        return (self.epochs if epochs is None else epochs) * num_samples
+
 
 @dataclass(frozen=True)
 class Update:

@@ -61,7 +61,7 @@ class ClientTrainer:
     def num_steps(self, client: int, epochs: int | None = None) -> int:
         return self.spec.num_steps(self.num_samples(client), epochs)
 
-    def _data(self, client: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def data(self, client: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.client_indices[client]
         return self.x[idx], self.y[idx]
 
@@ -73,7 +73,7 @@ class ClientTrainer:
     ) -> list[Update]:
         """Several trainings (client, base version, start, dispatch, epochs) as one vectorised
         computation; equal to ``train`` for each, up to float rounding."""
-        data = [self._data(c) for c, _, _, _, _ in jobs]
+        data = [self.data(c) for c, _, _, _, _ in jobs]
         gens = [self._generator(c, v, d) for c, v, _, d, _ in jobs]
         starts = torch.stack([s for _, _, s, _, _ in jobs])
         out = train_batched(self.model, starts, data, self.spec, gens, [e for *_, e in jobs])
@@ -102,7 +102,7 @@ class ClientTrainer:
     ) -> Update:
         """Run the local procedure for ``client`` from ``start``; ``dispatch`` numbers the
         client's trainings (so retraining from the same version draws fresh batches)."""
-        x, y = self._data(client)
+        x, y = self.data(client)
         gen = self._generator(client, base_version, dispatch)
         delta, steps, loss = train_local(self.model, start, x, y, self.spec, gen, epochs)
         return self._update(client, base_version, delta, steps, loss)

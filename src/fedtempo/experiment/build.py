@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,25 +15,30 @@ import torch
 from fedtempo.aggregation import asynchronous as agg
 from fedtempo.aggregation import staleness as st
 from fedtempo.aggregation.sync import FedAvg
+from fedtempo.alloc.pruning import equal_share, solve_admitting
 from fedtempo.client.local import LocalSpec, evaluate
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
+from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import ExperimentConfig, ServerConfig
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.params import flatten
+from fedtempo.personalize.masks import last_layer, personal_mask
 from fedtempo.rng import Streams
 from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
 from fedtempo.sim.engine import ServerFactory, Simulation
 from fedtempo.sim.executor import BatchingExecutor, Executor, InlineExecutor
 from fedtempo.sim.parallel import ProcessExecutor
+from fedtempo.sim.pruned import PersonalState, PrunedServer, personalized_evaluator
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.session import Runtime
 from fedtempo.sim.sync import SyncServer
 from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.uplink import SharedUplink
+from fedtempo.system.links import WirelessLink
 from fedtempo.system.population import Population
 
 
@@ -45,6 +51,7 @@ class Built:
     population: Population
     train_sizes: np.ndarray
     client_test: list[np.ndarray]
+    pruned: PrunedServer | None = None  # the server of a pruned run (its per-round log)
 
 
 def load_data(config: ExperimentConfig, streams: Streams) -> DataBundle:
@@ -204,7 +211,12 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     rt = Runtime(env, population, executor, recorder, streams, uplink)
-    server = server_factory(config.server, rt)
+    pruned = None
+    if config.server.algorithm == "pruned":
+        pruned = pruned_server(config, rt, task, bundle, client_test, population)
+        server: ServerFactory = lambda env, task: pruned.run()  # noqa: E731
+    else:
+        server = server_factory(config.server, rt)
     sim = Simulation(
         [task],
         [server],
@@ -215,4 +227,47 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         env=env,
     )
     sizes = np.array([len(c) for c in client_train], dtype=np.int64)
-    return Built(sim, task, population, sizes, client_test)
+    return Built(sim, task, population, sizes, client_test, pruned)
+
+
+def pruned_server(
+    config: ExperimentConfig,
+    rt: Runtime,
+    task: SimTask,
+    bundle: DataBundle,
+    client_test: list[np.ndarray],
+    population: Population,
+) -> PrunedServer:
+    """The pruned-personalized server; sets the task's evaluator to the personalized one."""
+    pc, model = config.server.pruning, task.trainer.model
+    names = [last_layer(model)] if pc.personal is None else list(pc.personal)
+    try:
+        mask = personal_mask(model, names)
+    except ValueError as exc:
+        raise ConfigError(f"server.pruning.personal: {exc}") from None
+    state = PersonalState(mask, task.model.params[mask].clone())
+    workspace = copy.deepcopy(model)
+    task.evaluate = personalized_evaluator(
+        state, workspace, bundle.train.x, bundle.train.y, client_test
+    )
+    uplink = population.uplink
+    assert isinstance(uplink, WirelessLink)  # the config requires a wireless uplink
+    fixed = pc.ratio
+    policy = solve_admitting if pc.policy == "kkt" else lambda p: (equal_share(p, fixed), [])
+    personal_spec = task.trainer.spec
+    if pc.personal_iterations:
+        personal_spec = dataclasses.replace(personal_spec, iterations=pc.personal_iterations)
+    return PrunedServer(
+        rt,
+        task,
+        state=state,
+        channel=uplink,
+        policy=policy,
+        bandwidth_hz=pc.bandwidth_hz,
+        threshold_s=pc.threshold_s,
+        threshold_factor=pc.threshold_factor,
+        rho_max=pc.rho_max,
+        personal_spec=personal_spec,
+        clients_per_round=config.server.clients_per_round,
+        rounds=config.server.rounds,
+    )

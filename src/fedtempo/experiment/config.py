@@ -101,15 +101,38 @@ class AsyncFedEDConfig(_Section):
         return self
 
 
-SYNC_ALGORITHMS = ("fedavg", "fedprox")
+class PruningConfig(_Section):
+    """Partial-model pruning and personalization (SPEC E; ``algorithm = "pruned"``).
+
+    ``personal``: layer names kept on the devices (default: the model's last layer; [] for
+    none, which is FedAvg). ``policy``: kkt (per-round pruning ratios and bandwidth from the KKT
+    conditions under the latency threshold) or fixed (every device prunes ``ratio`` with an equal
+    bandwidth share; ratio 0 = personalization without pruning). ``threshold_s``: the latency
+    threshold; unset, ``threshold_factor`` x the slowest device's unpruned latency on the first
+    round's channel with equal shares. ``bandwidth_hz``: total uplink bandwidth shared by a
+    round's devices."""
+
+    personal: tuple[str, ...] | None = None
+    policy: Literal["kkt", "fixed"] = "kkt"
+    ratio: float = Field(0.0, ge=0, lt=1)
+    rho_max: float = Field(0.9, ge=0, lt=1)
+    bandwidth_hz: float = Field(10e6, gt=0)
+    threshold_s: float | None = Field(None, gt=0)
+    threshold_factor: float = Field(0.5, gt=0)
+    personal_iterations: int = Field(0, ge=0)
+
+
+SYNC_ALGORITHMS = ("fedavg", "fedprox", "pruned")
 
 
 class ServerConfig(_Section):
-    """Synchronous (fedavg, fedprox: ``rounds`` of ``clients_per_round``) or asynchronous
+    """Synchronous (fedavg, fedprox, pruned: ``rounds`` of ``clients_per_round``) or asynchronous
     (fedasync, fedbuff, asyncfeded: ``concurrency`` clients at once until ``max_updates``
     updates arrived or ``stop.virtual_time``)."""
 
-    algorithm: Literal["fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded"] = "fedavg"
+    algorithm: Literal["fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded", "pruned"] = (
+        "fedavg"
+    )
     rounds: int = Field(40, ge=1)
     clients_per_round: int = Field(10, ge=1)
     deadline: float | None = Field(None, gt=0)
@@ -121,6 +144,7 @@ class ServerConfig(_Section):
     fedasync: FedAsyncConfig = FedAsyncConfig()
     fedbuff: FedBuffConfig = FedBuffConfig()
     asyncfeded: AsyncFedEDConfig = AsyncFedEDConfig()
+    pruning: PruningConfig = PruningConfig()
 
     @property
     def is_async(self) -> bool:
@@ -235,6 +259,17 @@ class ExperimentConfig(_Section):
                 f"server.max_updates: an asynchronous run ({self.server.algorithm!r}) needs "
                 "server.max_updates or stop.virtual_time to know when to stop"
             )
+        if self.server.algorithm == "pruned":
+            if self.partition.client_test_fraction <= 0:
+                raise ValueError(
+                    "partition.client_test_fraction: algorithm 'pruned' evaluates every device "
+                    "on its own test split; set a fraction > 0 (e.g. 0.2)"
+                )
+            if self.devices.uplink.kind != "wireless":
+                raise ValueError(
+                    "devices.uplink.kind: algorithm 'pruned' allocates wireless bandwidth; "
+                    f"needs 'wireless', got {self.devices.uplink.kind!r}"
+                )
         if self.partition.scheme == "natural" and self.data.dataset != "synthetic":
             raise ValueError(
                 "partition.scheme: 'natural' needs a naturally federated data set "

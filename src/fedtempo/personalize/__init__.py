@@ -3,6 +3,7 @@
 from fedtempo.personalize.masks import (
     MaskedUpload,
     kept_count,
+    last_layer,
     magnitude_mask,
     masked_average,
     personal_mask,
@@ -12,6 +13,7 @@ from fedtempo.personalize.masks import (
 __all__ = [
     "MaskedUpload",
     "kept_count",
+    "last_layer",
     "magnitude_mask",
     "masked_average",
     "personal_mask",

@@ -29,7 +29,9 @@ def magnitude_mask(u: torch.Tensor, rho: float) -> torch.Tensor:
 
 def upload_bytes(numel: int, kept: int, value_bytes: int = 4, index_bytes: int = 4) -> int:
     """Real size of a pruned upload: the kept values plus either a bitmap of ``numel`` bits or
-    the kept entries' indices, whichever is smaller."""
+    the kept entries' indices, whichever is smaller; an unpruned upload needs no mask."""
+    if kept >= numel:
+        return numel * value_bytes
     return kept * value_bytes + min(math.ceil(numel / 8), kept * index_bytes)
 
 
@@ -74,3 +76,11 @@ def personal_mask(model: nn.Module, personal: Sequence[str]) -> torch.Tensor:
         names = sorted({n.rsplit(".", 1)[0] for n, _ in model.named_parameters()})
         raise ValueError(f"personal layers {unknown} not in the model (layers: {names})")
     return mask
+
+
+def last_layer(model: nn.Module) -> str:
+    """Name of the module holding the model's last parameter (the default personal part)."""
+    names = [n for n, _ in model.named_parameters()]
+    if not names:
+        raise ValueError("the model has no parameters")
+    return names[-1].rsplit(".", 1)[0]

@@ -44,7 +44,9 @@ def train_personalized(
         g = vec[glob]
         g[~keep] = 0.0
         vec[glob] = g
-    d1, s1, l1 = train_local(model, vec, x, y, personal_spec, generator, trainable=personal)
+    d1, s1, l1 = torch.zeros_like(vec), 0, 0.0
+    if bool(personal.any()):  # no personal part (FedAvg): no personal phase
+        d1, s1, l1 = train_local(model, vec, x, y, personal_spec, generator, trainable=personal)
     vec = vec + d1
     kept_global = glob.clone()
     kept_global[glob] = keep

@@ -21,7 +21,8 @@ class Event:
 
     ``kind``: dispatch, download, compute, upload (client phases, at their end; ``duration`` is
     the phase's seconds, ``energy`` its joules), fail, offline, late (a session ended without an
-    update), round, aggregate (server; for aggregate ``duration`` holds the number of updates).
+    update), skip (a pruned round's allocation left the client out), round, aggregate (server;
+    for aggregate ``duration`` holds the number of updates).
     """
 
     time: float

@@ -21,6 +21,28 @@ from fedtempo.sim.task import SimTask
 from fedtempo.system.availability import available_at
 
 
+def sample_cohort(rt: Runtime, task: int, round_: int, candidates: list[int], k: int) -> list[int]:
+    """A round's cohort: min(k, |candidates|) distinct candidates from the round's own stream,
+    sorted by id."""
+    rng = rt.streams.numpy("sample", task, round_)
+    k = min(k, len(candidates))
+    return sorted(int(c) for c in rng.choice(np.asarray(candidates), size=k, replace=False))
+
+
+def wait_for_someone(rt: Runtime, eligible: list[int]) -> Generator[Any, Any, list[int]]:
+    """The eligible clients available now; if none is, wait until the first one becomes
+    available ([] if none ever will)."""
+    env, avail = rt.env, rt.devices.availability
+    candidates = available_at(avail, eligible, env.now)
+    while not candidates:
+        soonest = min(avail.next_start(c, env.now) for c in eligible)
+        if not np.isfinite(soonest):
+            return []
+        yield env.timeout(soonest - env.now)
+        candidates = available_at(avail, eligible, env.now)
+    return candidates
+
+
 class SyncServer:
     """FedAvg / FedProx rounds for one task."""
 
@@ -41,33 +63,13 @@ class SyncServer:
         self.deadline = deadline
         self.eligible = task.trainer.clients_with_data()
 
-    def available(self, now: float) -> list[int]:
-        return available_at(self.rt.devices.availability, self.eligible, now)
-
-    def sample(self, round_: int, candidates: list[int]) -> list[int]:
-        """The round's cohort: k distinct candidates, sorted by id."""
-        rng = self.rt.streams.numpy("sample", self.task.task, round_)
-        k = min(self.clients_per_round, len(candidates))
-        return sorted(int(c) for c in rng.choice(np.asarray(candidates), size=k, replace=False))
-
-    def _wait_for_someone(self) -> Generator[Any, Any, list[int]]:
-        env, avail = self.rt.env, self.rt.devices.availability
-        candidates = self.available(env.now)
-        while not candidates:
-            soonest = min(avail.next_start(c, env.now) for c in self.eligible)
-            if not np.isfinite(soonest):
-                return []
-            yield env.timeout(soonest - env.now)
-            candidates = self.available(env.now)
-        return candidates
-
     def run(self) -> Generator[Any, Any, None]:
         env, task, rec = self.rt.env, self.task, self.rt.recorder
         for round_ in range(self.rounds):
-            candidates = yield from self._wait_for_someone()
+            candidates = yield from wait_for_someone(self.rt, self.eligible)
             if not candidates:
                 return
-            cohort = self.sample(round_, candidates)
+            cohort = sample_cohort(self.rt, task.task, round_, candidates, self.clients_per_round)
             rec.event(env.now, "round", task.task, -1, task.model.version, 0, float(len(cohort)))
             procs = []
             for c in cohort:

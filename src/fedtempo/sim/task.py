@@ -41,10 +41,5 @@ class SimTask:
 
     def compute_flops(self, client: int, epochs: int | None = None) -> float:
         """FLOPs of one local training of ``client``: train FLOPs/sample x samples processed."""
-        spec = self.trainer.spec
-        n = self.trainer.num_samples(client)
-        if spec.iterations > 0:
-            processed = spec.iterations * min(spec.batch_size, n)
-        else:
-            processed = (spec.epochs if epochs is None else epochs) * n
+        processed = self.trainer.spec.samples_processed(self.trainer.num_samples(client), epochs)
         return float(self.profile.train_flops) * processed
