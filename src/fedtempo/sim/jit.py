@@ -1,0 +1,208 @@
+"""A multi-job aggregation service on the virtual clock: eager, lazy and JIT aggregators drawn
+from a pool of C workers (SPEC section C).
+
+Each job runs rounds: the server broadcasts at t0, every party's update lands in the store (which
+needs no aggregator) at its arrival time, and the round closes when ``quorum`` updates have been
+fused and the model published; later arrivals of that round are dropped. Policies:
+
+- eager: one aggregator per job, deployed at the job's start and held to its end; it fuses every
+  update as it arrives.
+- lazy: deploy when the quorum is in the store, fuse the queue, publish, release.
+- jit: deploy at t_trig = A_hat - t_dep - t_fuse(q) - margin, fuse what is queued, then each
+  straggler as it comes, publish, release. Past A_hat + grace without a quorum the aggregator is
+  released and the round goes arrival-driven (lazy).
+
+Waiting for the pool: SimPy's PriorityResource, FIFO for eager and lazy; for JIT by the latest
+start time A_hat - t_dep - t_fuse, which orders jobs exactly as least laxity first (every job's
+laxity falls at the same rate, so the order never changes while they wait); ties by request time.
+A fusion of k updates takes ``k * fuse_s`` (FedAvg running sums: fusing in parts costs the same).
+Same-instant events follow SimPy order; jobs start in id order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import simpy
+
+from fedtempo.jit.policy import ArrivalPredictor, predicted_quorum, trigger_time
+
+# (job, party, round, broadcast time) -> the time the party's update lands (inf: never).
+ArrivalFn = Callable[[int, int, int, float], float]
+# (job, party, time) -> when the party can next start work (the time itself if available then).
+ReadyFn = Callable[[int, int, float], float]
+Policy = Literal["eager", "lazy", "jit"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One FL job: parties 0..parties-1, rounds, quorum, aggregator costs for its model size,
+    and each party's profiled round duration (the first round's prediction)."""
+
+    job: int
+    parties: int
+    rounds: int
+    quorum: int
+    deploy_s: float
+    fuse_s: float  # per update
+    profile_s: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quorum <= self.parties:
+            raise ValueError(f"job {self.job}: quorum {self.quorum} not in [1, {self.parties}]")
+        if self.deploy_s < 0 or self.fuse_s < 0:
+            raise ValueError(f"job {self.job}: deploy and fusion times must be >= 0")
+
+
+@dataclass
+class JobMetrics:
+    """What one job measured. ``aggregator_s``: container-seconds held (deploy included)."""
+
+    aggregator_s: float = 0.0
+    latency: list[float] = field(default_factory=list)  # publish - quorum-completing arrival
+    round_s: list[float] = field(default_factory=list)
+    prediction_error: list[float] = field(default_factory=list)  # A_hat - actual quorum time
+    fallbacks: int = 0  # JIT rounds that went arrival-driven
+    completed_rounds: int = 0
+    finish: float = math.nan
+
+
+@dataclass(frozen=True)
+class JitSettings:
+    k: float = 1.0  # deviations of safety in d_hat
+    alpha: float = 0.3  # EWMA weight
+    margin_s: float = 0.0
+    grace_s: float = 60.0
+
+
+class AggregationService:
+    """Runs every job under one policy with a pool of ``pool`` aggregators."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        jobs: Sequence[Job],
+        arrival: ArrivalFn,
+        *,
+        policy: Policy,
+        pool: int,
+        ready: ReadyFn | None = None,
+        settings: JitSettings = JitSettings(),
+    ) -> None:
+        if pool < 1:
+            raise ValueError(f"aggregator pool must hold >= 1 worker, got {pool}")
+        self.env, self.jobs, self.arrival = env, list(jobs), arrival
+        self.policy, self.settings = policy, settings
+        self.ready = ready if ready is not None else (lambda job, party, t: t)
+        self.pool = simpy.PriorityResource(env, capacity=pool)
+        self.metrics = {j.job: JobMetrics() for j in self.jobs}
+        self._granted: dict[int, float] = {}  # job -> when its aggregator was granted
+
+    def start(self) -> list[simpy.Process]:
+        return [self.env.process(self._job(j)) for j in self.jobs]
+
+    def _hold(self, job: Job, priority: float) -> Generator[Any, Any, tuple[Any, float]]:
+        """Acquire an aggregator and deploy it; returns (request, grant time)."""
+        req = self.pool.request(priority=round(priority * 1e6))  # integer microseconds
+        yield req
+        granted = self.env.now
+        self._granted[job.job] = granted
+        yield self.env.timeout(job.deploy_s)
+        return req, granted
+
+    def _release(self, job: Job, req: Any, granted: float) -> None:
+        self.pool.release(req)
+        self.metrics[job.job].aggregator_s += self.env.now - granted
+        del self._granted[job.job]
+
+    def close(self) -> None:
+        """Count the aggregators still held at the end of the simulation up to now."""
+        for job, granted in self._granted.items():
+            self.metrics[job].aggregator_s += self.env.now - granted
+        self._granted.clear()
+
+    def _job(self, job: Job) -> Generator[Any, Any, None]:
+        m, env = self.metrics[job.job], self.env
+        predictor = ArrivalPredictor(job.profile_s, self.settings.alpha, self.settings.k)
+        held = None
+        if self.policy == "eager":
+            held = yield from self._hold(job, env.now)
+        for r in range(job.rounds):
+            t0 = env.now
+            arrivals = np.array([self.arrival(job.job, p, r, t0) for p in range(job.parties)])
+            order = np.argsort(arrivals, kind="stable")[: job.quorum]
+            quorum_at = float(arrivals[order[-1]])
+            if self.policy == "eager":
+                publish = yield from self._eager_round(job, arrivals[order])
+            elif self.policy == "lazy":
+                publish = yield from self._lazy_round(job, quorum_at, job.quorum)
+            else:
+                publish = yield from self._jit_round(job, predictor, t0, arrivals[order], m)
+            if not math.isfinite(publish):
+                break  # the quorum never arrives: the job stops (eager still holds its worker)
+            m.latency.append(publish - quorum_at)
+            m.round_s.append(publish - t0)
+            m.completed_rounds += 1
+            for p in range(job.parties):
+                if arrivals[p] <= publish:
+                    predictor.observe(p, float(arrivals[p] - t0))
+        if held is not None:
+            self._release(job, *held)
+        m.finish = env.now
+
+    def _eager_round(self, job: Job, arrivals: np.ndarray) -> Generator[Any, Any, float]:
+        if not np.isfinite(arrivals[-1]):
+            yield self.env.event()  # waits for an update that never comes, holding the worker
+        done = self.env.now
+        for a in arrivals:  # fused one by one as they land
+            done = max(done, float(a)) + job.fuse_s
+        yield self.env.timeout(done - self.env.now)
+        return done
+
+    def _lazy_round(self, job: Job, quorum_at: float, queued: int) -> Generator[Any, Any, float]:
+        if not math.isfinite(quorum_at):
+            return math.inf  # no quorum, no aggregator
+        yield self.env.timeout(max(0.0, quorum_at - self.env.now))
+        req, granted = yield from self._hold(job, self.env.now)
+        yield self.env.timeout(queued * job.fuse_s)
+        self._release(job, req, granted)
+        return self.env.now
+
+    def _jit_round(
+        self,
+        job: Job,
+        predictor: ArrivalPredictor,
+        t0: float,
+        arrivals: np.ndarray,
+        m: JobMetrics,
+    ) -> Generator[Any, Any, float]:
+        env, s = self.env, self.settings
+        d_hat = predictor.durations()
+        predicted = np.array([self.ready(job.job, p, t0) + d_hat[p] for p in range(job.parties)])
+        a_hat = predicted_quorum(predicted, job.quorum)
+        quorum_at = float(arrivals[-1])
+        if not math.isfinite(a_hat):  # no prediction (parties never ready): arrival-driven
+            m.fallbacks += 1
+            return (yield from self._lazy_round(job, quorum_at, job.quorum))
+        if math.isfinite(quorum_at):
+            m.prediction_error.append(a_hat - quorum_at)
+        start = trigger_time(a_hat, job.deploy_s, job.quorum * job.fuse_s, s.margin_s)
+        yield env.timeout(max(0.0, start - env.now))
+        req, granted = yield from self._hold(job, start + s.margin_s)
+        give_up = a_hat + s.grace_s
+        if quorum_at > max(give_up, env.now):  # no quorum by the grace: release, go lazy
+            yield env.timeout(max(0.0, give_up - env.now))
+            self._release(job, req, granted)
+            m.fallbacks += 1
+            return (yield from self._lazy_round(job, quorum_at, job.quorum))
+        queued = int(np.sum(arrivals <= env.now))
+        done = env.now + queued * job.fuse_s
+        for a in arrivals[queued:]:  # stragglers, one by one as they land
+            done = max(done, float(a)) + job.fuse_s
+        yield env.timeout(done - env.now)
+        self._release(job, req, granted)
+        return done
