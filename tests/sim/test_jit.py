@@ -94,3 +94,35 @@ def test_bad_jobs_are_rejected() -> None:
         Job(0, 4, 1, 5, 1.0, 1.0, np.ones(4))
     with pytest.raises(ValueError, match="pool"):
         AggregationService(simpy.Environment(), [], predictable, policy="jit", pool=0)
+
+
+def test_a_quorum_earlier_than_predicted_deploys_at_once() -> None:
+    # The profile says 100 s, the parties take 10: the store holds the quorum long before the
+    # trigger, so JIT deploys on it (like lazy) instead of waiting for its prediction.
+    slow_profile = Job(0, 4, 1, 3, DEPLOY, FUSE, np.full(4, 100.0))
+    early = lambda job, party, r, t0: t0 + 10.0  # noqa: E731
+    m = _run("jit", [slow_profile], arrival=early, settings=JitSettings(k=0.0))[0]
+    assert m.latency == pytest.approx([DEPLOY + 3 * FUSE])
+    assert m.prediction_error == pytest.approx([90.0])
+
+
+def _random_arrivals(seed: int):
+    from fedtempo.rng import Streams
+
+    streams = Streams(seed)
+
+    def arrival(job: int, party: int, r: int, t0: float) -> float:
+        return t0 + 5.0 + float(streams.numpy("arrival", job, party, r).exponential(20.0))
+
+    return arrival
+
+
+def test_same_seed_same_result_and_jit_saves_on_random_parties() -> None:
+    jobs = [_job(j, parties=8, rounds=4, quorum=6) for j in range(5)]
+    runs = [_run("jit", jobs, arrival=_random_arrivals(s), pool=2) for s in (3, 3, 4)]
+    first, again, other = ([vars(m) for m in r.values()] for r in runs)
+    assert first == again
+    assert first != other
+    eager = _run("eager", jobs, arrival=_random_arrivals(3), pool=5)
+    jit_s = sum(m["aggregator_s"] for m in first)
+    assert jit_s < 0.5 * sum(m.aggregator_s for m in eager.values())

@@ -8,9 +8,11 @@ fused and the model published; later arrivals of that round are dropped. Policie
 - eager: one aggregator per job, deployed at the job's start and held to its end; it fuses every
   update as it arrives.
 - lazy: deploy when the quorum is in the store, fuse the queue, publish, release.
-- jit: deploy at t_trig = A_hat - t_dep - t_fuse(q) - margin, fuse what is queued, then each
-  straggler as it comes, publish, release. Past A_hat + grace without a quorum the aggregator is
-  released and the round goes arrival-driven (lazy).
+- jit: deploy at t_trig = A_hat - t_dep - t_fuse(q) - margin (or as soon as the store holds the
+  quorum, if that is earlier), fuse what is queued, then each straggler as it comes, publish,
+  release. Past A_hat + grace without a quorum the aggregator is released and the round goes
+  arrival-driven (lazy). Durations are learnt from when a party could start (its availability),
+  since the prediction adds the wait for availability itself.
 
 Waiting for the pool: SimPy's PriorityResource, FIFO for eager and lazy; for JIT by the latest
 start time A_hat - t_dep - t_fuse, which orders jobs exactly as least laxity first (every job's
@@ -149,7 +151,8 @@ class AggregationService:
             m.completed_rounds += 1
             for p in range(job.parties):
                 if arrivals[p] <= publish:
-                    predictor.observe(p, float(arrivals[p] - t0))
+                    # the work's duration, from when the party could start (not the wait for it)
+                    predictor.observe(p, float(arrivals[p] - self.ready(job.job, p, t0)))
         if held is not None:
             self._release(job, *held)
         m.finish = env.now
@@ -191,7 +194,8 @@ class AggregationService:
         if math.isfinite(quorum_at):
             m.prediction_error.append(a_hat - quorum_at)
         start = trigger_time(a_hat, job.deploy_s, job.quorum * job.fuse_s, s.margin_s)
-        yield env.timeout(max(0.0, start - env.now))
+        # The store counts arrivals: a quorum complete before the trigger deploys at once.
+        yield env.timeout(max(0.0, min(start, quorum_at) - env.now))
         req, granted = yield from self._hold(job, start + s.margin_s)
         give_up = a_hat + s.grace_s
         if quorum_at > max(give_up, env.now):  # no quorum by the grace: release, go lazy
