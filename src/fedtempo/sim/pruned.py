@@ -7,6 +7,8 @@ then the masked global phase), computes for T_v + (1 - rho) T_u seconds and uplo
 values and mask (their real size) at the Shannon rate of its share; when the last upload has
 landed the server averages each global coordinate over the devices that kept it. Personal parts
 never leave the devices: ``PersonalState`` holds them and the evaluator reads them.
+Availability is checked when the round starts only (a device is not interrupted mid-round), and
+failure injection does not apply to these rounds.
 
 Costs: the global phase costs the model's train FLOPs per sample; the personal phase costs a
 forward pass plus the backward share of the personal parameters (the frozen global layers need
