@@ -30,6 +30,17 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def save_plot(fig: Any, name: str, quick: bool) -> Path:
+    """Write a matplotlib figure as benchmarks/results/<name>[_quick].png and close it."""
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}{'_quick' if quick else ''}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_results(
     workload: str, figures: dict[str, float], targets: dict[str, dict[str, Any]], quick: bool
 ) -> Path:

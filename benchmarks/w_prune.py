@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import RESULTS, report
+from common import report, save_plot
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ["fedavg", "no_pruning", "fixed", "kkt"]
@@ -218,9 +218,7 @@ def plot(rows: list[dict[str, Any]], seed: int, quick: bool) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"W-prune (seed {seed})")
     fig.tight_layout()
-    RESULTS.mkdir(exist_ok=True)
-    fig.savefig(RESULTS / f"w_prune{'_quick' if quick else ''}.png", dpi=100)
-    plt.close(fig)
+    save_plot(fig, "w_prune", quick)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, write_results
+from common import RESULTS, save_plot, write_results
 from rich.console import Console
 from rich.table import Table
 
@@ -274,9 +274,7 @@ def plot(rows: list[dict[str, Any]], args: argparse.Namespace, tag: str) -> None
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    RESULTS.mkdir(exist_ok=True)
-    fig.savefig(RESULTS / f"{tag}{'_quick' if args.quick else ''}.png", dpi=100)
-    plt.close(fig)
+    save_plot(fig, tag, args.quick)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from fedtempo.alloc import (
     solve_pruning,
     solve_pruning_slsqp,
 )
+from fedtempo.alloc.pruning import subproblem
 
 
 def instance(seed: int, n: int, tightness: float, rate: str) -> PruningProblem:
@@ -90,18 +91,23 @@ def test_no_pruning_when_bandwidth_is_plentiful() -> None:
     assert np.all(sol.rho == 0.0) and sol.objective == 0.0
 
 
-def test_linear_two_devices_by_hand() -> None:
-    # Equal devices share equally: B = 0.5 each; rho = 1 - c / (T_u + S / (s B)).
-    p = PruningProblem(
+def two_devices(threshold: float, bandwidth: float) -> PruningProblem:
+    """Two identical devices, linear rate s = 1: T_u = 1, T_v = 0, S_u = 1."""
+    return PruningProblem(
         weights=np.ones(2),
         t_global=np.ones(2),
         t_personal=np.zeros(2),
         model_bits=1.0,
-        threshold=1.5,
-        bandwidth=1.0,
+        threshold=threshold,
+        bandwidth=bandwidth,
         rho_max=0.9,
         s=np.ones(2),
     )
+
+
+def test_linear_two_devices_by_hand() -> None:
+    # Equal devices share equally: B = 0.5 each; rho = 1 - c / (T_u + S / (s B)).
+    p = two_devices(threshold=1.5, bandwidth=1.0)
     sol = solve_pruning(p)
     assert sol.bandwidth == pytest.approx([0.5, 0.5])
     assert sol.rho == pytest.approx([1 - 1.5 / 3.0] * 2)
@@ -111,16 +117,7 @@ def test_infeasible_instances_are_reported() -> None:
     p = instance(3, 3, 0.01, "linear")
     with pytest.raises(Infeasible, match="cannot meet T_th"):
         solve_pruning(p)
-    q = PruningProblem(
-        weights=np.ones(2),
-        t_global=np.ones(2),
-        t_personal=np.zeros(2),
-        model_bits=1.0,
-        threshold=0.5,
-        bandwidth=0.1,
-        rho_max=0.9,
-        s=np.ones(2),
-    )
+    q = two_devices(threshold=0.5, bandwidth=0.1)
     with pytest.raises(Infeasible, match="more than the total bandwidth"):
         solve_pruning(q)
 
@@ -165,21 +162,11 @@ def test_admitting_leaves_out_hopeless_and_greedy_devices() -> None:
     adm, out = solve_admitting(p)
     assert out == [1]
     assert adm.rho[1] == 1.0 and adm.bandwidth[1] == 0.0
-    rest = solve_pruning(dataclasses.replace(p, **_pick(p, [0, 2, 3])))
+    others = subproblem(p, [0, 2, 3])
+    rest = solve_pruning(others)
     assert adm.rho[[0, 2, 3]] == pytest.approx(rest.rho)
-    check_feasible(dataclasses.replace(p, **_pick(p, [0, 2, 3])), rest.rho, rest.bandwidth)
+    check_feasible(others, rest.rho, rest.bandwidth)
     # Too little bandwidth for all: the device needing the most goes first.
     q = dataclasses.replace(base, bandwidth=base.bandwidth * 1e-3)
     adm, out = solve_admitting(q)
     assert out and adm.bandwidth.sum() <= q.bandwidth * (1 + 1e-9)
-
-
-def _pick(p: PruningProblem, keep: list[int]) -> dict[str, np.ndarray]:
-    assert p.snr_per_hz is not None
-    return {
-        "weights": p.weights[keep],
-        "t_global": p.t_global[keep],
-        "t_personal": p.t_personal[keep],
-        "snr_per_hz": p.snr_per_hz[keep],
-        "s": None if p.s is None else p.s[keep],
-    }

@@ -53,15 +53,6 @@ class PruningProblem:
         assert self.snr_per_hz is not None
         return float(b * math.log2(1.0 + self.snr_per_hz[n] / b))
 
-    def rate_slope(self, n: int, b: float) -> float:
-        """dr/dB."""
-        if self.rate == "linear":
-            assert self.s is not None
-            return float(self.s[n])
-        assert self.snr_per_hz is not None
-        q = self.snr_per_hz[n] / b
-        return float(math.log2(1.0 + q) - q / ((1.0 + q) * math.log(2.0)))
-
     def rho(self, n: int, b: float) -> float:
         """Smallest pruning ratio meeting the latency threshold with bandwidth b (may exceed
         rho_max, meaning infeasible)."""

@@ -107,19 +107,17 @@ class AggregationService:
     def start(self) -> list[simpy.Process]:
         return [self.env.process(self._job(j)) for j in self.jobs]
 
-    def _hold(self, job: Job, priority: float) -> Generator[Any, Any, tuple[Any, float]]:
-        """Acquire an aggregator and deploy it; returns (request, grant time)."""
+    def _hold(self, job: Job, priority: float) -> Generator[Any, Any, Any]:
+        """Acquire an aggregator and deploy it; returns the pool request."""
         req = self.pool.request(priority=round(priority * 1e6))  # integer microseconds
         yield req
-        granted = self.env.now
-        self._granted[job.job] = granted
+        self._granted[job.job] = self.env.now
         yield self.env.timeout(job.deploy_s)
-        return req, granted
+        return req
 
-    def _release(self, job: Job, req: Any, granted: float) -> None:
+    def _release(self, job: Job, req: Any) -> None:
         self.pool.release(req)
-        self.metrics[job.job].aggregator_s += self.env.now - granted
-        del self._granted[job.job]
+        self.metrics[job.job].aggregator_s += self.env.now - self._granted.pop(job.job)
 
     def close(self) -> None:
         """Count the aggregators still held at the end of the simulation up to now."""
@@ -154,7 +152,7 @@ class AggregationService:
                     # the work's duration, from when the party could start (not the wait for it)
                     predictor.observe(p, float(arrivals[p] - self.ready(job.job, p, t0)))
         if held is not None:
-            self._release(job, *held)
+            self._release(job, held)
         m.finish = env.now
 
     def _eager_round(self, job: Job, arrivals: np.ndarray) -> Generator[Any, Any, float]:
@@ -170,9 +168,9 @@ class AggregationService:
         if not math.isfinite(quorum_at):
             return math.inf  # no quorum, no aggregator
         yield self.env.timeout(max(0.0, quorum_at - self.env.now))
-        req, granted = yield from self._hold(job, self.env.now)
+        req = yield from self._hold(job, self.env.now)
         yield self.env.timeout(queued * job.fuse_s)
-        self._release(job, req, granted)
+        self._release(job, req)
         return self.env.now
 
     def _jit_round(
@@ -196,11 +194,11 @@ class AggregationService:
         start = trigger_time(a_hat, job.deploy_s, job.quorum * job.fuse_s, s.margin_s)
         # The store counts arrivals: a quorum complete before the trigger deploys at once.
         yield env.timeout(max(0.0, min(start, quorum_at) - env.now))
-        req, granted = yield from self._hold(job, start + s.margin_s)
+        req = yield from self._hold(job, start + s.margin_s)
         give_up = a_hat + s.grace_s
         if quorum_at > max(give_up, env.now):  # no quorum by the grace: release, go lazy
             yield env.timeout(max(0.0, give_up - env.now))
-            self._release(job, req, granted)
+            self._release(job, req)
             m.fallbacks += 1
             return (yield from self._lazy_round(job, quorum_at, job.quorum))
         queued = int(np.sum(arrivals <= env.now))
@@ -208,5 +206,5 @@ class AggregationService:
         for a in arrivals[queued:]:  # stragglers, one by one as they land
             done = max(done, float(a)) + job.fuse_s
         yield env.timeout(done - env.now)
-        self._release(job, req, granted)
+        self._release(job, req)
         return done

@@ -30,7 +30,7 @@ from fedtempo.client.local import LocalSpec, evaluate
 from fedtempo.personalize.masks import MaskedUpload, kept_count, masked_average, upload_bytes
 from fedtempo.personalize.training import train_personalized
 from fedtempo.sim.session import Runtime
-from fedtempo.sim.sync import sample_cohort, wait_for_someone
+from fedtempo.sim.sync import close_round, open_round
 from fedtempo.sim.task import SimTask
 from fedtempo.system.links import WirelessLink, dbm_to_watt
 
@@ -128,7 +128,6 @@ class PrunedServer:
         self.clients_per_round, self.rounds = clients_per_round, rounds
         self.eligible = task.trainer.clients_with_data()
         self.log: list[RoundLog] = []
-        self._pending: dict[int, torch.Tensor] = {}  # new personal parts of the round so far
         glob = int((~state.personal).sum())
         self.global_numel = glob
         frac = 1.0 - glob / len(state.personal)  # personal share of the parameters
@@ -184,9 +183,9 @@ class PrunedServer:
             env.now, "upload", task, plan.client, version, plan.upload_bytes, plan.upload_s, energy
         )
 
-    def _train(self, c: int, rho: float, round_: int) -> MaskedUpload:
-        """Train device c with ratio rho; keeps its new personal part aside (applied when the
-        round ends) and returns its masked global upload."""
+    def _train(self, c: int, rho: float, round_: int) -> tuple[MaskedUpload, torch.Tensor]:
+        """Train device c with ratio rho: its masked global upload and its new personal part
+        (which takes effect when the round ends)."""
         trainer, state = self.task.trainer, self.state
         x, y = trainer.data(c)
         start = state.model_of(c, self.task.model.params)
@@ -194,9 +193,9 @@ class PrunedServer:
         res = train_personalized(
             trainer.model, start, state.personal, rho, x, y, self.personal_spec, trainer.spec, gen
         )
-        self._pending[c] = res.vector[state.personal].clone()
         glob = ~state.personal
-        return MaskedUpload(res.vector[glob], res.keep, float(trainer.num_samples(c)))
+        upload = MaskedUpload(res.vector[glob], res.keep, float(trainer.num_samples(c)))
+        return upload, res.vector[state.personal].clone()
 
     def _plan(self, c: int, rho: float, b: float, p: PruningProblem, i: int) -> _Planned:
         dev = self.rt.devices
@@ -209,22 +208,21 @@ class PrunedServer:
     def run(self) -> Generator[Any, Any, None]:
         env, task, rec = self.rt.env, self.task, self.rt.recorder
         for round_ in range(self.rounds):
-            candidates = yield from wait_for_someone(self.rt, self.eligible)
-            if not candidates:
+            k = self.clients_per_round
+            cohort = yield from open_round(self.rt, task, self.eligible, round_, k)
+            if not cohort:
                 return
-            cohort = sample_cohort(self.rt, task.task, round_, candidates, self.clients_per_round)
-            rec.event(env.now, "round", task.task, -1, task.model.version, 0, float(len(cohort)))
             p = self.problem(cohort, env.now)
             alloc, out = self.policy(p)
-            self._pending = {}
-            uploads, plans = [], []
+            uploads, plans, personal = [], [], {}
             latency = np.full(len(cohort), np.nan)
             for i, c in enumerate(cohort):
                 if i in out:
                     rec.event(env.now, "skip", task.task, c, task.model.version)
                     continue
                 rho, b = float(alloc.rho[i]), float(alloc.bandwidth[i])
-                uploads.append(self._train(c, rho, round_))
+                upload, personal[c] = self._train(c, rho, round_)
+                uploads.append(upload)
                 plans.append(self._plan(c, rho, b, p, i))
                 latency[i] = plans[-1].compute_s + plans[-1].upload_s
             start = env.now
@@ -232,12 +230,7 @@ class PrunedServer:
             glob = ~self.state.personal
             params = task.model.params.clone()
             params[glob] = masked_average(params[glob], uploads)
-            task.model.params = params
-            self.state.parts.update(self._pending)
-            task.model.version += 1
-            task.model.updates_applied += len(uploads)
-            rec.event(
-                env.now, "aggregate", task.task, -1, task.model.version, 0, float(len(uploads))
-            )
+            self.state.parts.update(personal)  # the new personal parts take effect with it
+            close_round(self.rt, task, params, len(uploads))
             left = [cohort[i] for i in out]
             self.log.append(RoundLog(round_, start, cohort, p, alloc, left, latency))

@@ -12,6 +12,7 @@ from collections.abc import Generator
 from typing import Any
 
 import numpy as np
+import torch
 
 from fedtempo.aggregation.sync import SyncRule
 from fedtempo.sim.clock import after_instant
@@ -43,6 +44,27 @@ def wait_for_someone(rt: Runtime, eligible: list[int]) -> Generator[Any, Any, li
     return candidates
 
 
+def open_round(
+    rt: Runtime, task: SimTask, eligible: list[int], round_: int, k: int
+) -> Generator[Any, Any, list[int]]:
+    """Wait for an available client, sample the round's cohort and record the round's start;
+    [] if no client will ever be available."""
+    candidates = yield from wait_for_someone(rt, eligible)
+    if not candidates:
+        return []
+    cohort = sample_cohort(rt, task.task, round_, candidates, k)
+    rt.recorder.event(rt.env.now, "round", task.task, -1, task.model.version, 0, float(len(cohort)))
+    return cohort
+
+
+def close_round(rt: Runtime, task: SimTask, params: torch.Tensor, updates: int) -> None:
+    """Install the round's new global model and record the aggregation."""
+    task.model.params = params
+    task.model.version += 1
+    task.model.updates_applied += updates
+    rt.recorder.event(rt.env.now, "aggregate", task.task, -1, task.model.version, 0, float(updates))
+
+
 class SyncServer:
     """FedAvg / FedProx rounds for one task."""
 
@@ -64,13 +86,12 @@ class SyncServer:
         self.eligible = task.trainer.clients_with_data()
 
     def run(self) -> Generator[Any, Any, None]:
-        env, task, rec = self.rt.env, self.task, self.rt.recorder
+        env, task = self.rt.env, self.task
         for round_ in range(self.rounds):
-            candidates = yield from wait_for_someone(self.rt, self.eligible)
-            if not candidates:
+            k = self.clients_per_round
+            cohort = yield from open_round(self.rt, task, self.eligible, round_, k)
+            if not cohort:
                 return
-            cohort = sample_cohort(self.rt, task.task, round_, candidates, self.clients_per_round)
-            rec.event(env.now, "round", task.task, -1, task.model.version, 0, float(len(cohort)))
             procs = []
             for c in cohort:
                 job = TrainingJob(
@@ -86,9 +107,5 @@ class SyncServer:
             for p in procs:
                 if p.is_alive:
                     p.interrupt("deadline")
-            task.model.params = self.rule.aggregate(task.model.params, updates)
-            task.model.version += 1
-            task.model.updates_applied += len(updates)
-            rec.event(
-                env.now, "aggregate", task.task, -1, task.model.version, 0, float(len(updates))
-            )
+            params = self.rule.aggregate(task.model.params, updates)
+            close_round(self.rt, task, params, len(updates))
