@@ -16,6 +16,8 @@ from fedtempo.errors import FedTempoError
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__)
 data_app = typer.Typer(help="Data sets: download (opt-in, online).")
 app.add_typer(data_app, name="data")
+plan_app = typer.Typer(help="Plans without training (resource allocation).")
+app.add_typer(plan_app, name="plan")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -154,6 +156,45 @@ def population(
     out.parent.mkdir(parents=True, exist_ok=True)
     population_plot(quantities, out)
     console.print(f"distributions: [bold]{out}[/]")
+
+
+@plan_app.command("sfl")
+def plan_sfl(
+    config: Annotated[Path, typer.Argument(help="TOML config with algorithm = 'splitfed'.")],
+    set_: SetOption = None,
+) -> None:
+    """Split FL: per client, the cut, server share and latency of the first round, next to the
+    baselines."""
+    from fedtempo.experiment.config import load
+    from fedtempo.experiment.plan import plan_sfl as make_plan
+
+    try:
+        plan = make_plan(load(config, set_ or []))
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    chosen = plan.chosen
+    table = Table(title=f"SFL plan ({chosen.policy}), round 0")
+    for col in ("client", "cut", "block", "server share", "latency s"):
+        table.add_column(col, justify="left" if col == "block" else "right")
+    for i, c in enumerate(plan.clients):
+        cut = int(chosen.cuts[i])
+        block = plan.blocks[cut - 1] + (" (all)" if cut == len(plan.blocks) else "")
+        table.add_row(
+            str(c), str(cut), block, f"{chosen.shares[i]:.3f}", f"{chosen.latency[i]:,.2f}"
+        )
+    console.print(table)
+    plain = plan.policies["plain FL"][0].round_latency
+    base = Table(title="round latency by policy")
+    for col in ("policy", "round latency s", "vs plain FL", "solve ms"):
+        base.add_column(col, justify="left" if col == "policy" else "right")
+    for name, (alloc, secs) in plan.policies.items():
+        change = alloc.round_latency / plain - 1
+        base.add_row(
+            name, f"{alloc.round_latency:,.2f}", f"{100 * change:+.1f}%", f"{secs * 1e3:.1f}"
+        )
+    console.print(base)
+    for name, why in plan.skipped.items():
+        console.print(f"[yellow]{name} skipped:[/] {why}", highlight=False)
 
 
 @data_app.command("download")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from fedtempo.jit import (
     ArrivalPredictor,
+    Buffered,
     RunningSum,
     Waiting,
     laxity,
@@ -82,3 +83,31 @@ def test_least_laxity_first_orders_hand_made_jobs() -> None:
         Waiting(job=4, laxity=8.0, pending=0, weight=4.0),  # weighted: 8 / 4 = 2, tie with 3
     ]
     assert least_laxity_first(jobs) == [1, 3, 4, 2, 0]
+
+
+def test_buffered_rules_need_every_update() -> None:
+    ups = [torch.tensor([1.0, 10.0]), torch.tensor([3.0, -2.0]), torch.tensor([2.0, 4.0])]
+    med = Buffered("median")
+    for u in ups:
+        med.add(u, 1.0)
+    assert torch.equal(med.result(), torch.tensor([2.0, 4.0]))
+    med.add(torch.tensor([4.0, 0.0]), 1.0)  # even count: the mean of the two middle values
+    assert torch.equal(med.result(), torch.tensor([2.5, 2.0]))
+    trimmed = Buffered("trimmed_mean", trim=0.25)  # 4 updates: drop one at each end
+    for u in [*ups, torch.tensor([4.0, 0.0])]:
+        trimmed.add(u, 1.0)
+    assert torch.equal(trimmed.result(), torch.tensor([2.5, 2.0]))
+    # A merge joins buffers; the result is that of one buffer with every update.
+    a, b, whole = Buffered(), Buffered(), Buffered()
+    for i, u in enumerate(ups):
+        (a if i < 2 else b).add(u, 1.0)
+        whole.add(u, 1.0)
+    a.merge(b)
+    assert torch.equal(a.result(), whole.result()) and a.count == 3
+    assert RunningSum.incremental and not Buffered.incremental
+    with pytest.raises(ValueError, match="has 3 entries"):
+        whole.add(torch.zeros(3), 1.0)
+    with pytest.raises(ValueError, match="trim"):
+        Buffered("trimmed_mean", trim=0.5)
+    with pytest.raises(ValueError, match="nothing fused"):
+        Buffered().result()

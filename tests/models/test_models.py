@@ -11,6 +11,7 @@ SHAPES = {
     "cnn-s": ((1, 28, 28), 10),
     "femnist-cnn": ((1, 28, 28), 62),
     "char-lstm": ((80,), 80),
+    "effnetv2-tiny": ((1, 28, 28), 10),
 }
 
 
@@ -55,3 +56,13 @@ def test_bad_model_requests() -> None:
         build_model("resnet", (1, 28, 28), 10, torch.Generator())
     with pytest.raises(ConfigError, match="needs 1x28x28"):
         build_model("cnn-s", (1, 8, 8), 10, torch.Generator())
+
+
+def test_grouped_convolutions_are_counted_at_their_true_cost() -> None:
+    # FlopCounterMode alone counts a depthwise conv's weight gradient as dense (128x here).
+    from fedtempo.models.profile import count_flops
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(128, 128, 3, padding=1, groups=128, bias=False))
+    forward, train = count_flops(conv, torch.zeros(1, 128, 7, 7, requires_grad=True))
+    assert forward == 2 * 9 * 128 * 49
+    assert train == 3 * forward  # forward + input gradient + weight gradient

@@ -126,3 +126,66 @@ def test_same_seed_same_result_and_jit_saves_on_random_parties() -> None:
     eager = _run("eager", jobs, arrival=_random_arrivals(3), pool=5)
     jit_s = sum(m["aggregator_s"] for m in first)
     assert jit_s < 0.5 * sum(m.aggregator_s for m in eager.values())
+
+
+def _ladder(parties: int, quorum: int, fusion: str = "sum") -> Job:
+    """Party p lands at t0 + 10 (p + 1), exactly as profiled."""
+    profile = np.array([10.0 * (p + 1) for p in range(parties)])
+    return Job(0, parties, 1, quorum, DEPLOY, FUSE, profile, fusion)  # type: ignore[arg-type]
+
+
+def test_a_queue_bound_fuses_the_store_in_parts() -> None:
+    bounded = JitSettings(k=0.0, queue_bound=2)
+    # Lazy, quorum 4 landing at 10, 20, 30, 40. With a bound of 2, a worker deploys at 20, folds
+    # the two queued updates (25..26) and leaves; at 40 the round's aggregator folds the partial
+    # sum and the last two: publish at 40 + 5 + 3 x 0.5.
+    lazy = _run("lazy", [_ladder(4, 4)], settings=bounded)[0]
+    assert lazy.latency == pytest.approx([DEPLOY + 3 * FUSE])
+    assert lazy.aggregator_s == pytest.approx((DEPLOY + 2 * FUSE) + (DEPLOY + 3 * FUSE))
+    assert (lazy.store_peak, lazy.partial_fusions) == (2, 1)
+    plain = _run("lazy", [_ladder(4, 4)], settings=JitSettings(k=0.0))[0]
+    assert plain.latency == pytest.approx([DEPLOY + 4 * FUSE])
+    assert (plain.store_peak, plain.partial_fusions) == (4, 0)
+    # JIT triggers at 40 - 5 - 4 x 0.5 = 33; before that the bound fuses two updates at 20.
+    # At 38 it folds the partial sum and the third update, then the fourth as it lands.
+    jit = _run("jit", [_ladder(4, 4)], settings=bounded)[0]
+    assert jit.latency == pytest.approx([FUSE])
+    assert jit.aggregator_s == pytest.approx((DEPLOY + 2 * FUSE) + (40.5 - 33.0))
+    assert (jit.store_peak, jit.partial_fusions) == (2, 1)
+    unbounded = _run("jit", [_ladder(4, 4)], settings=JitSettings(k=0.0))[0]
+    assert unbounded.aggregator_s == pytest.approx(40.5 - 33.0)
+    assert unbounded.store_peak == 3
+
+
+def test_a_buffer_rule_fuses_only_once_the_quorum_is_in() -> None:
+    # Median-like rule, quorum 3 at 30: JIT needs no fusion lead (trigger at 30 - 5), every
+    # policy fuses the three at once after the last lands, and the store holds all three
+    # whatever the queue bound.
+    settings = JitSettings(k=0.0, queue_bound=1)
+    jit = _run("jit", [_ladder(4, 3, "buffer")], settings=settings)[0]
+    assert jit.latency == pytest.approx([3 * FUSE])
+    assert jit.aggregator_s == pytest.approx(DEPLOY + 3 * FUSE)
+    assert (jit.store_peak, jit.partial_fusions) == (3, 0)
+    eager = _run("eager", [_ladder(4, 3, "buffer")], settings=settings)[0]
+    assert eager.latency == pytest.approx([3 * FUSE]) and eager.store_peak == 3
+    lazy = _run("lazy", [_ladder(4, 3, "buffer")], settings=settings)[0]
+    assert lazy.latency == pytest.approx([DEPLOY + 3 * FUSE]) and lazy.partial_fusions == 0
+
+
+def test_jit_giving_up_keeps_what_it_fused() -> None:
+    # Profiled at 10..40, the parties land at 100..400. JIT (up at 38, grace to 40 + 170 = 210)
+    # has folded the updates of 100 and 200 when it leaves; the lazy aggregator at 400 folds that
+    # partial sum and the last two.
+    late = lambda job, party, r, t0: t0 + 100.0 * (party + 1)  # noqa: E731
+    m = _run("jit", [_ladder(4, 4)], arrival=late, settings=JitSettings(k=0.0, grace_s=170.0))[0]
+    assert m.fallbacks == 1
+    assert m.latency == pytest.approx([DEPLOY + 3 * FUSE])
+
+
+def test_bad_fusion_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match="fusion must be"):
+        Job(0, 2, 1, 1, 1.0, 1.0, np.ones(2), "mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="profile has 3"):
+        Job(0, 2, 1, 1, 1.0, 1.0, np.ones(3))
+    with pytest.raises(ValueError, match="queue_bound"):
+        JitSettings(queue_bound=0)

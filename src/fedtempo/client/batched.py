@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fedtempo.client.local import LocalSpec, _batches
+from fedtempo.client.local import LocalSpec, batches
 
 
 def _unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -44,7 +44,7 @@ def _plan(
     idx = torch.zeros((len(sizes), total, width), dtype=torch.int64)
     mask = torch.zeros((len(sizes), total, width))
     for c, (n, k, gen) in enumerate(zip(sizes, steps, generators, strict=True)):
-        for s, b in enumerate(_batches(n, spec, k, gen)):
+        for s, b in enumerate(batches(n, spec, k, gen)):
             idx[c, s, : len(b)] = b
             mask[c, s, : len(b)] = 1.0
     return idx, mask, steps

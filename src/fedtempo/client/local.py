@@ -62,7 +62,7 @@ class Update:
     energy_j: float = 0.0
 
 
-def _batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+def batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Index batches for ``steps`` SGD steps: successive permutations, cut into batches."""
     out: list[torch.Tensor] = []
     while len(out) < steps:
@@ -121,7 +121,7 @@ def train_local(
     freezer = _Freezer(params, start, trainable) if trainable is not None else None
     loss_fn = nn.CrossEntropyLoss()
     total = torch.zeros((), dtype=torch.float64)
-    for idx in _batches(len(y), spec, steps, generator):
+    for idx in batches(len(y), spec, steps, generator):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()

@@ -65,7 +65,7 @@ class ClientTrainer:
         idx = self.client_indices[client]
         return self.x[idx], self.y[idx]
 
-    def _generator(self, client: int, base_version: int, dispatch: int) -> torch.Generator:
+    def generator(self, client: int, base_version: int, dispatch: int) -> torch.Generator:
         return self.streams.torch("train", self.task, client, base_version, dispatch)
 
     def train_many(
@@ -74,7 +74,7 @@ class ClientTrainer:
         """Several trainings (client, base version, start, dispatch, epochs) as one vectorised
         computation; equal to ``train`` for each, up to float rounding."""
         data = [self.data(c) for c, _, _, _, _ in jobs]
-        gens = [self._generator(c, v, d) for c, v, _, d, _ in jobs]
+        gens = [self.generator(c, v, d) for c, v, _, d, _ in jobs]
         starts = torch.stack([s for _, _, s, _, _ in jobs])
         out = train_batched(self.model, starts, data, self.spec, gens, [e for *_, e in jobs])
         return [self._update(c, v, *r) for (c, v, _, _, _), r in zip(jobs, out, strict=True)]
@@ -103,6 +103,6 @@ class ClientTrainer:
         """Run the local procedure for ``client`` from ``start``; ``dispatch`` numbers the
         client's trainings (so retraining from the same version draws fresh batches)."""
         x, y = self.data(client)
-        gen = self._generator(client, base_version, dispatch)
+        gen = self.generator(client, base_version, dispatch)
         delta, steps, loss = train_local(self.model, start, x, y, self.spec, gen, epochs)
         return self._update(client, base_version, delta, steps, loss)

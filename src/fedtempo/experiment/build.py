@@ -15,6 +15,7 @@ import torch
 from fedtempo.aggregation import asynchronous as agg
 from fedtempo.aggregation import staleness as st
 from fedtempo.aggregation.sync import FedAvg
+from fedtempo.alloc import sfl
 from fedtempo.alloc.pruning import equal_share, solve_admitting
 from fedtempo.client.local import LocalSpec, evaluate
 from fedtempo.client.trainer import ClientTrainer
@@ -22,7 +23,7 @@ from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
 from fedtempo.errors import ConfigError
-from fedtempo.experiment.config import ExperimentConfig, ServerConfig
+from fedtempo.experiment.config import ExperimentConfig, ServerConfig, SplitConfig
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.params import flatten
@@ -35,9 +36,12 @@ from fedtempo.sim.parallel import ProcessExecutor
 from fedtempo.sim.pruned import PersonalState, PrunedServer, personalized_evaluator
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.session import Runtime
+from fedtempo.sim.splitfed import Planner, SplitFedServer
 from fedtempo.sim.sync import SyncServer
 from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.uplink import SharedUplink
+from fedtempo.split.models import splittable
+from fedtempo.split.profile import profile_cuts
 from fedtempo.system.links import WirelessLink
 from fedtempo.system.population import Population
 
@@ -52,6 +56,7 @@ class Built:
     train_sizes: np.ndarray
     client_test: list[np.ndarray]
     pruned: PrunedServer | None = None  # the server of a pruned run (its per-round log)
+    split: SplitFedServer | None = None  # the server of a splitfed run (its per-round log)
 
 
 def load_data(config: ExperimentConfig, streams: Streams) -> DataBundle:
@@ -211,10 +216,13 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     rt = Runtime(env, population, executor, recorder, streams, uplink)
-    pruned = None
+    pruned, split = None, None
     if config.server.algorithm == "pruned":
         pruned = pruned_server(config, rt, task, bundle, client_test, population)
         server: ServerFactory = lambda env, task: pruned.run()  # noqa: E731
+    elif config.server.algorithm == "splitfed":
+        split = splitfed_server(config, rt, task, bundle.train.input_shape, population)
+        server = lambda env, task: split.run()  # noqa: E731
     else:
         server = server_factory(config.server, rt)
     sim = Simulation(
@@ -227,7 +235,53 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         env=env,
     )
     sizes = np.array([len(c) for c in client_train], dtype=np.int64)
-    return Built(sim, task, population, sizes, client_test, pruned)
+    return Built(sim, task, population, sizes, client_test, pruned, split)
+
+
+def sfl_planner(sc: SplitConfig, num_cuts: int, streams: Streams) -> Planner:
+    """The round planner a [server.split] table asks for."""
+    if sc.planner == "fixed":
+        if not 1 <= sc.fixed_cut <= num_cuts:
+            raise ConfigError(
+                f"server.split.fixed_cut: cut {sc.fixed_cut} is not a legal cut (1..{num_cuts})"
+            )
+        return lambda p: sfl.fixed_cut(p, sc.fixed_cut)
+    if sc.planner == "random":
+        rng = streams.numpy("split-random-cuts", 0)
+        return lambda p: sfl.random_cuts(p, rng)
+    planners: dict[str, Planner] = {
+        "alternating": sfl.alternating,
+        "optimal": sfl.optimal,
+        "exhaustive": sfl.exhaustive,
+        "plain": sfl.plain_fl,
+        "equal": sfl.equal_shares,
+    }
+    return planners[sc.planner]
+
+
+def splitfed_server(
+    config: ExperimentConfig,
+    rt: Runtime,
+    task: SimTask,
+    input_shape: tuple[int, ...],
+    population: Population,
+) -> SplitFedServer:
+    """The SplitFed server: the task's model in blocks, its per-cut profile, the planner."""
+    sc = config.server.split
+    model = splittable(config.model.name, task.trainer.model)
+    profile = profile_cuts(copy.deepcopy(model), input_shape)
+    speeds = np.asarray(population.compute.flops_per_s, dtype=np.float64)
+    server_flops = sc.server_flops or sc.server_factor * float(np.median(speeds))
+    return SplitFedServer(
+        rt,
+        task,
+        model=model,
+        profile=profile,
+        planner=sfl_planner(sc, len(profile.names), rt.streams),
+        server_flops=server_flops,
+        clients_per_round=config.server.clients_per_round,
+        rounds=config.server.rounds,
+    )
 
 
 def pruned_server(

@@ -50,7 +50,7 @@ class PartitionConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["logreg", "mlp", "cnn-s", "femnist-cnn", "char-lstm"] = "mlp"
+    name: Literal["logreg", "mlp", "cnn-s", "femnist-cnn", "char-lstm", "effnetv2-tiny"] = "mlp"
 
 
 class TrainConfig(_Section):
@@ -122,17 +122,35 @@ class PruningConfig(_Section):
     personal_iterations: int = Field(0, ge=0)
 
 
-SYNC_ALGORITHMS = ("fedavg", "fedprox", "pruned")
+class SplitConfig(_Section):
+    """Split federated learning (SPEC D; ``algorithm = "splitfed"``; the model must be
+    splittable: cnn-s or effnetv2-tiny). ``planner``: how each round's cuts and server shares are
+    chosen: optimal (exact, by bisection on the round latency), alternating (the paper's
+    alternating optimisation, which can stop short of the optimum), exhaustive (every cut
+    combination; small cohorts only), plain (every device trains the whole model: FedAvg's
+    timing), fixed (``fixed_cut`` for all, optimised
+    shares), equal (equal shares, optimised cuts), random (random cuts, optimised shares).
+    ``server_flops``: the edge server's FLOP/s; unset, ``server_factor`` x the median device's."""
+
+    planner: Literal[
+        "alternating", "optimal", "exhaustive", "plain", "fixed", "equal", "random"
+    ] = "optimal"
+    fixed_cut: int = Field(1, ge=1)
+    server_flops: float | None = Field(None, gt=0)
+    server_factor: float = Field(20.0, gt=0)
+
+
+SYNC_ALGORITHMS = ("fedavg", "fedprox", "pruned", "splitfed")
 
 
 class ServerConfig(_Section):
-    """Synchronous (fedavg, fedprox, pruned: ``rounds`` of ``clients_per_round``) or asynchronous
-    (fedasync, fedbuff, asyncfeded: ``concurrency`` clients at once until ``max_updates``
-    updates arrived or ``stop.virtual_time``)."""
+    """Synchronous (fedavg, fedprox, pruned, splitfed: ``rounds`` of ``clients_per_round``) or
+    asynchronous (fedasync, fedbuff, asyncfeded: ``concurrency`` clients at once until
+    ``max_updates`` updates arrived or ``stop.virtual_time``)."""
 
-    algorithm: Literal["fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded", "pruned"] = (
-        "fedavg"
-    )
+    algorithm: Literal[
+        "fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded", "pruned", "splitfed"
+    ] = "fedavg"
     rounds: int = Field(40, ge=1)
     clients_per_round: int = Field(10, ge=1)
     deadline: float | None = Field(None, gt=0)
@@ -145,6 +163,7 @@ class ServerConfig(_Section):
     fedbuff: FedBuffConfig = FedBuffConfig()
     asyncfeded: AsyncFedEDConfig = AsyncFedEDConfig()
     pruning: PruningConfig = PruningConfig()
+    split: SplitConfig = SplitConfig()
 
     @property
     def is_async(self) -> bool:
@@ -270,6 +289,11 @@ class ExperimentConfig(_Section):
                     "devices.uplink.kind: algorithm 'pruned' allocates wireless bandwidth; "
                     f"needs 'wireless', got {self.devices.uplink.kind!r}"
                 )
+        if self.server.algorithm == "splitfed" and self.devices.shared_uplink:
+            raise ValueError(
+                "devices.shared_uplink: algorithm 'splitfed' gives every device its own link "
+                "(set shared_uplink = false)"
+            )
         if self.partition.scheme == "natural" and self.data.dataset != "synthetic":
             raise ValueError(
                 "partition.scheme: 'natural' needs a naturally federated data set "

@@ -5,7 +5,7 @@ prediction, the trigger time and least-laxity-first ordering. The virtual-clock 
 them is ``fedtempo.sim.jit``; a networked service will use the same functions.
 """
 
-from fedtempo.jit.fusion import RunningSum
+from fedtempo.jit.fusion import Buffered, RunningSum
 from fedtempo.jit.policy import (
     ArrivalPredictor,
     Waiting,
@@ -17,6 +17,7 @@ from fedtempo.jit.policy import (
 
 __all__ = [
     "ArrivalPredictor",
+    "Buffered",
     "RunningSum",
     "Waiting",
     "laxity",

@@ -1,10 +1,17 @@
-"""FedAvg fusion as a running weighted sum: fusing updates one by one, in batches, or merging
-partial sums gives the same model (up to float64 rounding), which is what lets JIT fuse what is
-queued, then the stragglers, and lets a bounded queue be fused in parts."""
+"""Fusion rules for the aggregation service.
+
+``RunningSum`` (FedAvg) is incremental: fusing updates one by one, in batches, or merging partial
+sums gives the same model (up to float64 rounding), which is what lets JIT fuse what is queued,
+then the stragglers, and lets a bounded queue be fused in parts. ``Buffered`` rules (coordinate
+median, trimmed mean) need every update at once: the store keeps them all and nothing can be fused
+before the last one lands.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import torch
 
@@ -13,6 +20,7 @@ import torch
 class RunningSum:
     """sum_i w_i x_i and sum_i w_i, accumulated in float64."""
 
+    incremental: ClassVar[bool] = True
     total: torch.Tensor | None = None
     weight: float = 0.0
     count: int = 0
@@ -48,3 +56,57 @@ class RunningSum:
         if self.total is None or self.weight <= 0:
             raise ValueError("nothing fused yet")
         return (self.total / self.weight).to(self._dtype)
+
+
+_CHUNK = 1 << 20  # coordinates per block in a buffered fusion
+
+
+@dataclass
+class Buffered:
+    """A rule that needs all updates: the coordinate-wise median, or the mean after trimming the
+    ``trim`` share of the values at each end of every coordinate. Weights are checked but not
+    used (both rules are unweighted)."""
+
+    incremental: ClassVar[bool] = False
+    rule: Literal["median", "trimmed_mean"] = "median"
+    trim: float = 0.1
+    updates: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("median", "trimmed_mean"):
+            raise ValueError(f"unknown buffered rule {self.rule!r}")
+        if not 0 <= self.trim < 0.5:
+            raise ValueError(f"trim must be in [0, 0.5), got {self.trim}")
+
+    @property
+    def count(self) -> int:
+        return len(self.updates)
+
+    def add(self, vector: torch.Tensor, weight: float) -> None:
+        if weight <= 0:
+            raise ValueError(f"update weight must be > 0, got {weight}")
+        if self.updates and vector.numel() != self.updates[0].numel():
+            raise ValueError(
+                f"update has {vector.numel()} entries, the job's model {self.updates[0].numel()}"
+            )
+        self.updates.append(vector.reshape(-1))
+
+    def merge(self, other: Buffered) -> None:
+        """Join another buffer (the updates themselves; nothing is fused)."""
+        for u in other.updates:
+            self.add(u, 1.0)
+
+    def result(self) -> torch.Tensor:
+        if not self.updates:
+            raise ValueError("nothing fused yet")
+        n, size = len(self.updates), self.updates[0].numel()
+        out = torch.empty(size, dtype=self.updates[0].dtype)
+        cut = math.floor(self.trim * n)
+        for lo in range(0, size, _CHUNK):  # coordinate blocks keep the sort's memory bounded
+            hi = min(size, lo + _CHUNK)
+            ordered = torch.stack([u[lo:hi] for u in self.updates]).sort(dim=0).values
+            if self.rule == "median":  # the mean of the two middle values when n is even
+                out[lo:hi] = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+            else:
+                out[lo:hi] = ordered[cut : n - cut].mean(dim=0)
+        return out

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fedtempo.errors import ConfigError
+from fedtempo.models.effnet import effnetv2_tiny
 
 Builder = Callable[[tuple[int, ...], int], nn.Module]
 
@@ -109,4 +110,5 @@ MODELS: dict[str, Builder] = {
     "cnn-s": cnn_s,
     "femnist-cnn": femnist_cnn,
     "char-lstm": char_lstm,
+    "effnetv2-tiny": effnetv2_tiny,
 }

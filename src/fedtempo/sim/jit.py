@@ -17,7 +17,19 @@ fused and the model published; later arrivals of that round are dropped. Policie
 Waiting for the pool: SimPy's PriorityResource, FIFO for eager and lazy; for JIT by the latest
 start time A_hat - t_dep - t_fuse, which orders jobs exactly as least laxity first (every job's
 laxity falls at the same rate, so the order never changes while they wait); ties by request time.
-A fusion of k updates takes ``k * fuse_s`` (FedAvg running sums: fusing in parts costs the same).
+A fusion of k updates takes ``k * fuse_s``; folding in a partial sum kept in the store costs one
+update's fusion.
+
+Fusion rules (``Job.fusion``): "sum" (FedAvg running sums) can be fused in parts, so eager and JIT
+fold each update as it lands and a JIT aggregator that gives up hands its partial sum back to the
+store. "buffer" rules (median, trimmed mean) need every update at once: the fusion of all q
+updates starts only when the quorum is in, JIT triggers at A_hat - t_dep - margin, and the store
+holds all q updates.
+
+Queue bound (``JitSettings.queue_bound``, sum rules only): when that many unfused updates wait in
+the store with no aggregator up, a worker is deployed at once to fold them into a partial sum kept
+in the store, then released. It bounds the store's memory at the price of extra deploys. A buffer
+rule cannot honour a bound: its store peak is the quorum whatever the bound (``store_peak``).
 Same-instant events follow SimPy order; jobs start in id order.
 """
 
@@ -38,6 +50,7 @@ ArrivalFn = Callable[[int, int, int, float], float]
 # (job, party, time) -> when the party can next start work (the time itself if available then).
 ReadyFn = Callable[[int, int, float], float]
 Policy = Literal["eager", "lazy", "jit"]
+Fusion = Literal["sum", "buffer"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +65,21 @@ class Job:
     deploy_s: float
     fuse_s: float  # per update
     profile_s: np.ndarray
+    fusion: Fusion = "sum"
 
     def __post_init__(self) -> None:
         if not 1 <= self.quorum <= self.parties:
             raise ValueError(f"job {self.job}: quorum {self.quorum} not in [1, {self.parties}]")
         if self.deploy_s < 0 or self.fuse_s < 0:
             raise ValueError(f"job {self.job}: deploy and fusion times must be >= 0")
+        if self.fusion not in ("sum", "buffer"):
+            raise ValueError(
+                f"job {self.job}: fusion must be 'sum' or 'buffer', got {self.fusion!r}"
+            )
+        if len(self.profile_s) != self.parties:
+            raise ValueError(
+                f"job {self.job}: profile has {len(self.profile_s)} entries, parties {self.parties}"
+            )
 
 
 @dataclass
@@ -69,6 +91,8 @@ class JobMetrics:
     round_s: list[float] = field(default_factory=list)
     prediction_error: list[float] = field(default_factory=list)  # A_hat - actual quorum time
     fallbacks: int = 0  # JIT rounds that went arrival-driven
+    partial_fusions: int = 0  # aggregators deployed because the queue reached its bound
+    store_peak: int = 0  # most unfused updates the store held at once
     completed_rounds: int = 0
     finish: float = math.nan
 
@@ -79,6 +103,11 @@ class JitSettings:
     alpha: float = 0.3  # EWMA weight
     margin_s: float = 0.0
     grace_s: float = 60.0
+    queue_bound: int | None = None  # fuse the store's queue in parts past this many updates
+
+    def __post_init__(self) -> None:
+        if self.queue_bound is not None and self.queue_bound < 1:
+            raise ValueError(f"queue_bound must be >= 1, got {self.queue_bound}")
 
 
 class AggregationService:
@@ -137,9 +166,9 @@ class AggregationService:
             order = np.argsort(arrivals, kind="stable")[: job.quorum]
             quorum_at = float(arrivals[order[-1]])
             if self.policy == "eager":
-                publish = yield from self._eager_round(job, arrivals[order])
+                publish = yield from self._eager_round(job, arrivals[order], m)
             elif self.policy == "lazy":
-                publish = yield from self._lazy_round(job, quorum_at, job.quorum)
+                publish = yield from self._lazy_round(job, arrivals[order], 0, m)
             else:
                 publish = yield from self._jit_round(job, predictor, t0, arrivals[order], m)
             if not math.isfinite(publish):
@@ -155,21 +184,53 @@ class AggregationService:
             self._release(job, held)
         m.finish = env.now
 
-    def _eager_round(self, job: Job, arrivals: np.ndarray) -> Generator[Any, Any, float]:
+    def _eager_round(
+        self, job: Job, arrivals: np.ndarray, m: JobMetrics
+    ) -> Generator[Any, Any, float]:
         if not np.isfinite(arrivals[-1]):
             yield self.env.event()  # waits for an update that never comes, holding the worker
-        done = self.env.now
-        for a in arrivals:  # fused one by one as they land
-            done = max(done, float(a)) + job.fuse_s
+        if job.fusion == "sum":  # fused one by one as they land
+            done = _fold(self.env.now, arrivals, job.fuse_s)
+            m.store_peak = max(m.store_peak, 1)
+        else:
+            done = max(self.env.now, float(arrivals[-1])) + len(arrivals) * job.fuse_s
+            m.store_peak = max(m.store_peak, len(arrivals))
         yield self.env.timeout(done - self.env.now)
         return done
 
-    def _lazy_round(self, job: Job, quorum_at: float, queued: int) -> Generator[Any, Any, float]:
+    def _fuse_early(
+        self, job: Job, arrivals: np.ndarray, fused: int, until: float, m: JobMetrics
+    ) -> Generator[Any, Any, int]:
+        """Fold the queue into the store's partial sum each time it reaches the bound before
+        ``until`` (when the round's own aggregator comes). Returns how many are fused."""
+        bound, env = self.settings.queue_bound, self.env
+        if bound is None or job.fusion != "sum":
+            return fused
+        while fused + bound <= len(arrivals) and arrivals[fused + bound - 1] < until:
+            yield env.timeout(max(0.0, float(arrivals[fused + bound - 1]) - env.now))
+            req = yield from self._hold(job, env.now)
+            queued = int(np.sum(arrivals <= env.now)) - fused
+            m.store_peak = max(m.store_peak, queued)
+            yield env.timeout((queued + (fused > 0)) * job.fuse_s)
+            self._release(job, req)
+            fused += queued
+            m.partial_fusions += 1
+        return fused
+
+    def _lazy_round(
+        self, job: Job, arrivals: np.ndarray, fused: int, m: JobMetrics
+    ) -> Generator[Any, Any, float]:
+        """Arrival-driven: deploy when the quorum is in the store; ``fused`` of the updates are
+        already in the store's partial sum."""
+        quorum_at = float(arrivals[-1])
         if not math.isfinite(quorum_at):
             return math.inf  # no quorum, no aggregator
+        fused = yield from self._fuse_early(job, arrivals, fused, quorum_at, m)
         yield self.env.timeout(max(0.0, quorum_at - self.env.now))
         req = yield from self._hold(job, self.env.now)
-        yield self.env.timeout(queued * job.fuse_s)
+        queued = len(arrivals) - fused
+        m.store_peak = max(m.store_peak, queued)
+        yield self.env.timeout((queued + (fused > 0)) * job.fuse_s)
         self._release(job, req)
         return self.env.now
 
@@ -188,23 +249,54 @@ class AggregationService:
         quorum_at = float(arrivals[-1])
         if not math.isfinite(a_hat):  # no prediction (parties never ready): arrival-driven
             m.fallbacks += 1
-            return (yield from self._lazy_round(job, quorum_at, job.quorum))
+            return (yield from self._lazy_round(job, arrivals, 0, m))
         if math.isfinite(quorum_at):
             m.prediction_error.append(a_hat - quorum_at)
-        start = trigger_time(a_hat, job.deploy_s, job.quorum * job.fuse_s, s.margin_s)
+        ahead = job.quorum * job.fuse_s if job.fusion == "sum" else 0.0  # fusable before A_hat
+        start = trigger_time(a_hat, job.deploy_s, ahead, s.margin_s)
         # The store counts arrivals: a quorum complete before the trigger deploys at once.
-        yield env.timeout(max(0.0, min(start, quorum_at) - env.now))
+        until = min(start, quorum_at)
+        fused = yield from self._fuse_early(job, arrivals, 0, until, m)
+        yield env.timeout(max(0.0, until - env.now))
         req = yield from self._hold(job, start + s.margin_s)
+        queued = int(np.sum(arrivals <= env.now)) - fused
+        queue_done = env.now + (queued + (fused > 0)) * job.fuse_s
+        m.store_peak = max(m.store_peak, queued if job.fusion == "sum" else job.quorum)
         give_up = a_hat + s.grace_s
         if quorum_at > max(give_up, env.now):  # no quorum by the grace: release, go lazy
             yield env.timeout(max(0.0, give_up - env.now))
             self._release(job, req)
             m.fallbacks += 1
-            return (yield from self._lazy_round(job, quorum_at, job.quorum))
-        queued = int(np.sum(arrivals <= env.now))
-        done = env.now + queued * job.fuse_s
-        for a in arrivals[queued:]:  # stragglers, one by one as they land
-            done = max(done, float(a)) + job.fuse_s
+            if job.fusion == "sum":  # what it fused by then stays in the store's partial sum
+                fused += _fused_by(env.now, queue_done, arrivals[fused:], queued, job.fuse_s)
+            return (yield from self._lazy_round(job, arrivals, fused, m))
+        if job.fusion == "sum":  # the queue (and partial sum), then stragglers as they land
+            done = _fold(queue_done, arrivals[fused + queued :], job.fuse_s)
+        else:
+            done = max(env.now, quorum_at) + job.quorum * job.fuse_s
         yield env.timeout(done - env.now)
         self._release(job, req)
         return done
+
+
+def _fold(start: float, arrivals: np.ndarray, fuse_s: float) -> float:
+    """When one aggregator, free from ``start``, has fused each arrival in turn."""
+    done = start
+    for a in arrivals:
+        done = max(done, float(a)) + fuse_s
+    return done
+
+
+def _fused_by(t: float, free_at: float, arrivals: np.ndarray, queued: int, fuse_s: float) -> int:
+    """How many of ``arrivals`` an aggregator has folded in by ``t``, when the first ``queued``
+    of them (with any partial sum) are fused by ``free_at`` and the rest one by one as they land.
+    Conservative: an update counts only once its fusion has ended."""
+    if free_at > t:
+        return 0
+    count, done = queued, free_at
+    for a in arrivals[queued:]:
+        done = max(done, float(a)) + fuse_s
+        if done > t:
+            break
+        count += 1
+    return count
