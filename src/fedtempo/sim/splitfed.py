@@ -149,6 +149,13 @@ class SplitFedServer:
             start = env.now
             p = self.problem(cohort, start)
             plan = self.planner(p)
+            stuck = np.flatnonzero(~np.isfinite(plan.latency))
+            if len(stuck):  # a split device with no server share would never finish
+                c = cohort[int(stuck[0])]
+                raise ValueError(
+                    f"SFL plan ({plan.policy}) leaves client {c} without a finite "
+                    f"latency (cut {int(plan.cuts[stuck[0]])}, share 0)"
+                )
             updates = [self._train(c, int(plan.cuts[i])) for i, c in enumerate(cohort)]
             procs = [
                 env.process(
