@@ -98,9 +98,11 @@ class SplitFedServer:
         )
 
     def _device(
-        self, c: int, cut: int, share: float, steps: int, batch: float, version: int
+        self, c: int, cut: int, share: float, steps: int, batch: float, speed: float, version: int
     ) -> Generator[Any, Any, float]:
-        """Device c's round on the clock; returns its latency."""
+        """Device c's round on the clock; returns its latency. ``speed``: its FLOP/s for the
+        whole round, drawn once at the round's start like a FedAvg session's (a draw per
+        iteration would average the device's compute noise away and flatter SplitFed)."""
         env, dev, rec, prof = self.rt.env, self.rt.devices, self.rt.recorder, self.profile
         task, start, i = self.task.task, env.now, cut - 1
         part_bits = float(prof.client_bits[i])
@@ -108,7 +110,7 @@ class SplitFedServer:
         split = cut < len(prof.names)
         for _ in range(steps if split else 1):
             flops = batch * prof.client_flops[i] * (1 if split else steps)
-            t = dev.compute_time(c, flops, env.now)
+            t = flops / speed
             yield env.timeout(t)
             rec.event(env.now, "compute", task, c, version, 0, t, dev.compute_energy(c, flops))
             if not split:
@@ -165,6 +167,7 @@ class SplitFedServer:
                         float(plan.shares[i]),
                         int(p.iterations[i]),
                         float(p.batch[i]),
+                        float(p.speed[i]),
                         task.model.version,
                     )
                 )
