@@ -128,8 +128,8 @@ class SplitConfig(_Section):
     chosen: optimal (exact, by bisection on the round latency), alternating (the paper's
     alternating optimisation, which can stop short of the optimum), exhaustive (every cut
     combination; small cohorts only), plain (every device trains the whole model: FedAvg's
-    timing), fixed (``fixed_cut`` for all, optimised
-    shares), equal (equal shares, optimised cuts), random (random cuts, optimised shares).
+    timing), fixed (``fixed_cut`` for all, optimised shares), equal (equal shares, optimised
+    cuts), random (random cuts, optimised shares).
     ``server_flops``: the edge server's FLOP/s; unset, ``server_factor`` x the median device's."""
 
     planner: Literal[

@@ -211,7 +211,7 @@ class AggregationService:
             req = yield from self._hold(job, env.now)
             queued = int(np.sum(arrivals <= env.now)) - fused
             m.store_peak = max(m.store_peak, queued)
-            yield env.timeout((queued + (fused > 0)) * job.fuse_s)
+            yield env.timeout(_queue_fusion_s(job, queued, fused))
             self._release(job, req)
             fused += queued
             m.partial_fusions += 1
@@ -230,7 +230,7 @@ class AggregationService:
         req = yield from self._hold(job, self.env.now)
         queued = len(arrivals) - fused
         m.store_peak = max(m.store_peak, queued)
-        yield self.env.timeout((queued + (fused > 0)) * job.fuse_s)
+        yield self.env.timeout(_queue_fusion_s(job, queued, fused))
         self._release(job, req)
         return self.env.now
 
@@ -260,7 +260,7 @@ class AggregationService:
         yield env.timeout(max(0.0, until - env.now))
         req = yield from self._hold(job, start + s.margin_s)
         queued = int(np.sum(arrivals <= env.now)) - fused
-        queue_done = env.now + (queued + (fused > 0)) * job.fuse_s
+        queue_done = env.now + _queue_fusion_s(job, queued, fused)
         m.store_peak = max(m.store_peak, queued if job.fusion == "sum" else job.quorum)
         give_up = a_hat + s.grace_s
         if quorum_at > max(give_up, env.now):  # no quorum by the grace: release, go lazy
@@ -277,6 +277,12 @@ class AggregationService:
         yield env.timeout(done - env.now)
         self._release(job, req)
         return done
+
+
+def _queue_fusion_s(job: Job, queued: int, fused: int) -> float:
+    """Seconds to fuse ``queued`` waiting updates plus, when ``fused`` > 0, the store's partial
+    sum (which costs one update's fusion to fold in)."""
+    return (queued + (fused > 0)) * job.fuse_s
 
 
 def _fold(start: float, arrivals: np.ndarray, fuse_s: float) -> float:
