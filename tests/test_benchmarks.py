@@ -11,7 +11,7 @@ from tests.conftest import SHARED_MNIST
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 TRACES = SHARED_MNIST.parent / "traces"
-NEEDS_MNIST = {"w_sim.py", "w_sfl.py"}
+NEEDS_MNIST = {"w_sim.py", "w_sfl.py", "w_mafl.py"}
 NEEDS_TRACES = {"w_tta.py", "w_fail.py", "w_jit.py", "w_scale.py", "w_sfl.py"}
 
 

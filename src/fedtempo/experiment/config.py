@@ -140,7 +140,7 @@ class SplitConfig(_Section):
     server_factor: float = Field(20.0, gt=0)
 
 
-SYNC_ALGORITHMS = ("fedavg", "fedprox", "pruned", "splitfed")
+SYNC_ALGORITHMS = ("fedavg", "fedprox", "pruned", "splitfed", "mafl")
 
 
 class ServerConfig(_Section):
@@ -149,7 +149,7 @@ class ServerConfig(_Section):
     ``max_updates`` updates arrived or ``stop.virtual_time``)."""
 
     algorithm: Literal[
-        "fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded", "pruned", "splitfed"
+        "fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded", "pruned", "splitfed", "mafl"
     ] = "fedavg"
     rounds: int = Field(40, ge=1)
     clients_per_round: int = Field(10, ge=1)
@@ -242,6 +242,70 @@ class DevicesConfig(_Section):
         return self
 
 
+class TaskConfig(_Section):
+    """One model of a multi-model run (``server.algorithm = "mafl"``): its data, partition over
+    the devices that hold it (``devices``: their ids, as many as ``partition.num_clients``;
+    default the first ones), model, client learning rate, weight phi_m in the objective, and
+    ``warm_rounds`` FedAvg rounds of pre-training over its devices before the run (0 = cold)."""
+
+    name: str
+    data: DataConfig = DataConfig()
+    partition: PartitionConfig = PartitionConfig()
+    model: ModelConfig = ModelConfig()
+    lr: float = Field(0.05, gt=0)
+    weight: float = Field(1.0, gt=0)
+    warm_rounds: int = Field(0, ge=0)
+    devices: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _devices(self) -> TaskConfig:
+        if self.devices is not None and len(self.devices) != self.partition.num_clients:
+            raise ValueError(
+                f"tasks.{self.name}.devices: {len(self.devices)} device ids for "
+                f"partition.num_clients = {self.partition.num_clients}"
+            )
+        return self
+
+
+class MaflConfig(_Section):
+    """MA-FL (SPEC B): ``devices`` devices share ``channels`` uploads per round of ``round_s``
+    seconds for ``rounds`` rounds. Schedulers: round-robin (synchronous), async-random, sca (the
+    optimiser: minimises sum phi Psi + beta_e x energy over ``horizon`` rounds, re-planned every
+    ``step`` rounds, after ``warmup_rounds`` round-robin rounds that fit its constants).
+    ``iterations`` and ``batch``: the baselines' gamma and B (and the optimiser's start)."""
+
+    scheduler: Literal["round-robin", "async-random", "sca"] = "sca"
+    devices: int = Field(20, ge=1)
+    round_s: float = Field(10.0, gt=0)
+    rounds: int = Field(30, ge=1)
+    channels: int = Field(5, ge=1)
+    horizon: int = Field(6, ge=1)
+    step: int = Field(3, ge=1)
+    iterations: int = Field(20, ge=1)
+    batch: int = Field(32, ge=1)
+    max_iterations: int = Field(100, ge=1)
+    batch_range: tuple[int, int] = (8, 128)
+    beta_e: float = Field(0.0, ge=0)
+    energy_budget: float | None = Field(None, gt=0)
+    min_sessions: int = Field(0, ge=0)
+    server_lr: float = Field(1.0, gt=0)
+    warmup_rounds: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> MaflConfig:
+        if self.step > self.horizon:
+            raise ValueError(f"mafl.step: {self.step} > mafl.horizon = {self.horizon}")
+        lo, hi = self.batch_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"mafl.batch_range: need 1 <= min <= max, got {[lo, hi]}")
+        if self.scheduler == "sca" and self.warmup_rounds < 1:
+            raise ValueError(
+                "mafl.warmup_rounds: the sca scheduler fits its constants on warm-up rounds; "
+                "set at least 1"
+            )
+        return self
+
+
 class EvalConfig(_Section):
     interval: float = Field(0.0, ge=0)
 
@@ -266,6 +330,20 @@ class ExperimentConfig(_Section):
     devices: DevicesConfig = DevicesConfig()
     eval: EvalConfig = EvalConfig(interval=5.0)
     stop: StopConfig = StopConfig()
+    tasks: list[TaskConfig] = []
+    mafl: MaflConfig = MaflConfig()
+
+    def _multitask(self) -> None:
+        if self.server.algorithm == "mafl" and not self.tasks:
+            raise ValueError(
+                "tasks: algorithm 'mafl' trains several models; list them as [[tasks]]"
+            )
+        if self.tasks and self.server.algorithm != "mafl":
+            raise ValueError(
+                f"server.algorithm: [[tasks]] are trained by 'mafl', got {self.server.algorithm!r}"
+            )
+        if self.tasks:
+            _check_tasks(self)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -294,12 +372,28 @@ class ExperimentConfig(_Section):
                 "devices.shared_uplink: algorithm 'splitfed' gives every device its own link "
                 "(set shared_uplink = false)"
             )
+        self._multitask()
         if self.partition.scheme == "natural" and self.data.dataset != "synthetic":
             raise ValueError(
                 "partition.scheme: 'natural' needs a naturally federated data set "
                 f"(data.dataset = 'synthetic'), got {self.data.dataset!r}"
             )
         return self
+
+
+def _check_tasks(config: ExperimentConfig) -> None:
+    n = config.mafl.devices
+    names = [t.name for t in config.tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"tasks: names must differ, got {names}")
+    for t in config.tasks:
+        ids = t.devices if t.devices is not None else list(range(t.partition.num_clients))
+        bad = [d for d in ids if not 0 <= d < n]
+        if bad or len(set(ids)) != len(ids):
+            raise ValueError(
+                f"tasks.{t.name}.devices: ids must be distinct and in 0..{n - 1} "
+                f"(mafl.devices = {n}), got {ids}"
+            )
 
 
 def _format_error(err: Mapping[str, Any]) -> str:
@@ -403,6 +497,8 @@ def to_dict(config: ExperimentConfig) -> dict[str, Any]:
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: strip(v) for k, v in node.items() if v is not None}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
         return node
 
     return strip(config.model_dump(mode="python"))

@@ -135,13 +135,19 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
     }
 
 
+def write_logs(out: Path, result: SimResult) -> None:
+    """events.csv and evaluations.csv."""
+    rec = result.recorder
+    _write_csv(out / "events.csv", columns(Event), [astuple(e) for e in rec.events])
+    _write_csv(out / "evaluations.csv", columns(Evaluation), [astuple(e) for e in rec.evaluations])
+
+
 def write_results(
     out: Path, config: ExperimentConfig, built: Built, result: SimResult
 ) -> dict[str, Any]:
     """Write every result file, summary.json last; returns the summary."""
     rec = result.recorder
-    _write_csv(out / "events.csv", columns(Event), [astuple(e) for e in rec.events])
-    _write_csv(out / "evaluations.csv", columns(Evaluation), [astuple(e) for e in rec.evaluations])
+    write_logs(out, result)
     _write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
     if rec.updates:
         _write_csv(out / "updates.csv", columns(UpdateRecord), [astuple(u) for u in rec.updates])
@@ -168,6 +174,8 @@ def run_experiment(
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").unlink(missing_ok=True)  # an old summary must not outlive a crash
         (out / "config.toml").write_text(tomli_w.dumps(to_dict(config)), encoding="utf-8")
+    if config.tasks:
+        return run_multitask(config, out, progress)
     limit = config.stop.virtual_time
     holder: dict[str, Built] = {}
 
@@ -189,3 +197,21 @@ def run_experiment(
     if out is None:
         return summarize(config, built, result), result
     return write_results(out, config, built, result), result
+
+
+def run_multitask(
+    config: ExperimentConfig,
+    out: Path | None,
+    progress: Callable[[float, float], None] | None = None,
+) -> tuple[dict[str, Any], SimResult]:
+    """An MA-FL run (``[[tasks]]``): build, run, summarise per task and in total."""
+    from fedtempo.experiment.multibuild import build_multitask
+    from fedtempo.experiment.multiresults import summarize_multi, write_multi
+
+    horizon = config.mafl.rounds * config.mafl.round_s
+    recorder = Recorder((lambda now: progress(now, now / horizon)) if progress else None)
+    built = build_multitask(config, recorder)
+    result = built.simulation.run()
+    if out is None:
+        return summarize_multi(config, built, result), result
+    return write_multi(out, config, built, result), result

@@ -27,7 +27,8 @@ class SimResult:
 
 
 class Simulation:
-    """Runs every task's server process until all finish or ``time_limit`` (virtual seconds).
+    """Runs every task's server process (or one joint server for all tasks) until all finish or
+    ``time_limit`` (virtual seconds).
 
     ``eval_interval`` > 0 evaluates every task's global model each that many virtual seconds
     (after all other events of that instant); a final evaluation is always made at the end.
@@ -45,8 +46,8 @@ class Simulation:
         time_limit: float | None = None,
         env: simpy.Environment | None = None,
     ) -> None:
-        if len(tasks) != len(servers):
-            raise ValueError("one server per task")
+        if len(servers) not in (1, len(tasks)):
+            raise ValueError("one server per task, or one joint server for every task")
         self.env = env if env is not None else simpy.Environment()
         self.tasks = list(tasks)
         self.servers = list(servers)
@@ -76,7 +77,8 @@ class Simulation:
 
     def run(self) -> SimResult:
         env = self.env
-        done = [env.process(f(env, t)) for f, t in zip(self.servers, self.tasks, strict=True)]
+        # one joint server (MA-FL) drives every task; it is handed the first
+        done = [env.process(f(env, t)) for f, t in zip(self.servers, self.tasks, strict=False)]
         if self.eval_interval > 0:
             env.process(self._evaluator())
         until: simpy.Event = env.all_of(done)

@@ -1,0 +1,151 @@
+"""build for multi-model (MA-FL) runs: one SimTask per [[tasks]] entry, shared devices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+import torch
+
+from fedtempo.aggregation.sync import FedAvg
+from fedtempo.client.local import LocalSpec, Update, train_local
+from fedtempo.client.trainer import ClientTrainer
+from fedtempo.experiment.build import _evaluator, load_data, make_partition
+from fedtempo.experiment.config import ExperimentConfig, MaflConfig, TaskConfig
+from fedtempo.experiment.population import build_population
+from fedtempo.models.profile import build_model, profile_model
+from fedtempo.multitask.optimised import Physics, SCAScheduler
+from fedtempo.multitask.schedule import Schedule
+from fedtempo.multitask.schedulers import PlanContext, async_random, round_robin
+from fedtempo.params import flatten
+from fedtempo.rng import Streams
+from fedtempo.sim.engine import Simulation
+from fedtempo.sim.executor import InlineExecutor
+from fedtempo.sim.multitask import MaflServer, MaflSettings
+from fedtempo.sim.recorder import Recorder
+from fedtempo.sim.session import Runtime
+from fedtempo.sim.task import GlobalModel, SimTask
+from fedtempo.system.population import Population
+
+
+@dataclass(frozen=True)
+class BuiltMulti:
+    simulation: Simulation
+    tasks: list[SimTask]
+    population: Population
+    server: MaflServer
+    scheduler: Callable[[PlanContext], Schedule]
+
+
+def _task(
+    config: ExperimentConfig, tc: TaskConfig, m: int, streams: Streams
+) -> tuple[SimTask, list[float]]:
+    """Task m's SimTask (its client indices laid on the device ids) and its initial vector."""
+    view = config.model_copy(update={"data": tc.data, "partition": tc.partition, "model": tc.model})
+    task_streams = Streams(config.seed * 1000 + m)
+    bundle = load_data(view, task_streams)
+    parts, _ = make_partition(view, bundle, task_streams)
+    ids = tc.devices if tc.devices is not None else list(range(tc.partition.num_clients))
+    indices = [np.zeros(0, dtype=np.int64) for _ in range(config.mafl.devices)]
+    for d, idx in zip(ids, parts, strict=True):
+        indices[d] = idx
+    shape, classes = bundle.train.input_shape, bundle.train.num_classes
+    model = build_model(tc.model.name, shape, classes, streams.torch("init", m))
+    profile = profile_model(tc.model.name, model, shape)
+    mc = config.mafl
+    spec = LocalSpec(iterations=mc.iterations, batch_size=mc.batch, lr=tc.lr)
+    trainer = ClientTrainer(m, model, bundle.train.x, bundle.train.y, indices, spec, streams)
+    params = warm_start(trainer, flatten(model), tc.warm_rounds, streams)
+    task = SimTask(m, tc.name, trainer, profile, GlobalModel(params), _evaluator(model, bundle))
+    return task, [float(trainer.num_samples(c)) for c in range(config.mafl.devices)]
+
+
+def warm_start(
+    trainer: ClientTrainer, params: torch.Tensor, rounds: int, streams: Streams
+) -> torch.Tensor:
+    """``rounds`` FedAvg rounds over every device holding the task's data, off the clock (a
+    pre-trained, warm model); batches from their own streams ("warm", task, client, round)."""
+    rule = FedAvg()
+    for r in range(rounds):
+        updates = []
+        for c in trainer.clients_with_data():
+            x, y = trainer.data(c)
+            gen = streams.torch("warm", trainer.task, c, r)
+            delta, steps, loss = train_local(trainer.model, params, x, y, trainer.spec, gen)
+            updates.append(Update(c, trainer.task, r, delta, len(y), steps, loss))
+        params = rule.aggregate(params, updates)
+    return params
+
+
+def physics(tasks: list[SimTask], samples: np.ndarray, pop: Population, round_s: float) -> Physics:
+    """Planning values: mean link rates, each device's transmit power."""
+    n = samples.shape[0]
+    bits = np.array([float(t.profile.size_bits) for t in tasks])
+    up = np.array([pop.uplink.mean_rate_bps(d) for d in range(n)])
+    down = np.array([pop.downlink.mean_rate_bps(d) for d in range(n)])
+    up_s = bits[None, :] / up[:, None]
+    return Physics(
+        samples=samples,
+        train_flops=np.array([float(t.profile.train_flops) for t in tasks]),
+        speed=np.asarray(pop.compute.flops_per_s, dtype=np.float64),
+        kappa=pop.compute.kappa,
+        upload_j=pop.tx_power_w[:, None] * up_s,
+        comm_s=up_s + bits[None, :] / down[:, None],
+        round_s=round_s,
+    )
+
+
+def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanContext], Schedule]:
+    if mc.scheduler == "round-robin":
+        return round_robin
+    if mc.scheduler == "async-random":
+        return lambda ctx: async_random(ctx, streams.numpy("mafl-schedule", ctx.first_round))
+    return SCAScheduler(
+        ph,
+        mc.beta_e,
+        max_iterations=mc.max_iterations,
+        batch_range=mc.batch_range,
+        energy_budget=mc.energy_budget,
+        min_sessions=mc.min_sessions,
+    )
+
+
+def build_multitask(config: ExperimentConfig, recorder: Recorder) -> BuiltMulti:
+    """Assemble an MA-FL run. Raises FedTempoError on bad input."""
+    torch.set_num_threads(config.threads)
+    streams = Streams(config.seed)
+    mc = config.mafl
+    built = [_task(config, tc, m, streams) for m, tc in enumerate(config.tasks)]
+    tasks = [t for t, _ in built]
+    samples = np.array([s for _, s in built], dtype=np.float64).T
+    population = build_population(config.devices, mc.devices, streams)
+    ph = physics(tasks, samples, population, mc.round_s)
+    env = simpy.Environment()
+    executor = InlineExecutor({t.task: t.trainer for t in tasks})
+    rt = Runtime(env, population, executor, recorder, streams)
+    settings = MaflSettings(
+        round_s=mc.round_s,
+        rounds=mc.rounds,
+        channels=mc.channels,
+        horizon=mc.horizon,
+        step=mc.step,
+        iterations=mc.iterations,
+        batch=mc.batch,
+        server_lr=mc.server_lr,
+        warmup_rounds=mc.warmup_rounds,
+    )
+    chosen = scheduler(mc, ph, streams)
+    weights = [tc.weight for tc in config.tasks]
+    server = MaflServer(rt, tasks, settings, chosen, ph, weights=weights)
+    sim = Simulation(
+        tasks,
+        [lambda env, task: server.run()],
+        executor,
+        recorder,
+        eval_interval=config.eval.interval,
+        time_limit=config.stop.virtual_time,
+        env=env,
+    )
+    return BuiltMulti(sim, tasks, population, server, chosen)

@@ -1,0 +1,114 @@
+"""The MA-FL optimiser as a scheduler: PlanContext -> MaflProblem -> SCA plan -> Schedule."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedtempo.alloc.mafl import MaflProblem, Plan, plan
+from fedtempo.multitask.schedule import Schedule
+from fedtempo.multitask.schedulers import PlanContext
+
+
+@dataclass(frozen=True)
+class Physics:
+    """What the optimiser knows of the devices and models (planning values: mean link rates).
+
+    ``samples`` (N x M) training samples per device and model; ``train_flops`` (M) FLOPs per
+    training sample; ``speed`` (N) FLOP/s; ``upload_j`` and ``comm_s`` (N x M) energy of an
+    upload and seconds of download + upload; ``round_s`` the round length.
+    """
+
+    samples: np.ndarray
+    train_flops: np.ndarray
+    speed: np.ndarray
+    kappa: float
+    upload_j: np.ndarray
+    comm_s: np.ndarray
+    round_s: float
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """One horizon's solve: the objective's history, the sessions planned and the solve time
+    (host seconds, a measurement)."""
+
+    first_round: int
+    relaxed: list[float]
+    rounded: float
+    sizing: list[float]
+    objective: float
+    sessions: int
+    solve_s: float
+
+
+@dataclass
+class SCAScheduler:
+    """Minimises sum_m phi_m Psi_m + beta_E E_total over each horizon (``fedtempo.alloc.mafl``),
+    with the constants of every model's Psi_m taken from the context."""
+
+    physics: Physics
+    beta_e: float
+    max_iterations: int = 100
+    batch_range: tuple[int, int] = (8, 128)
+    energy_budget: float | None = None
+    min_sessions: int = 0
+    log: list[PlanRecord] = field(default_factory=list)
+
+    def problem(self, ctx: PlanContext) -> MaflProblem:
+        ph = self.physics
+        samples = np.where(ctx.has_data, ph.samples, 0.0).astype(float)
+        return MaflProblem(
+            terms=ctx.terms,
+            samples=samples,
+            train_flops=ph.train_flops,
+            speed=ph.speed,
+            kappa=ph.kappa,
+            upload_j=ph.upload_j,
+            comm_s=ph.comm_s,
+            round_s=ph.round_s,
+            session_rounds=ctx.session_rounds,
+            available=ctx.available,
+            busy_from=np.maximum(ctx.busy_until - ctx.first_round, 0),
+            channel_used=ctx.channel_used,
+            channels=ctx.channels,
+            beta_e=self.beta_e,
+            iterations=ctx.iterations,
+            batch=ctx.batch,
+            max_iterations=self.max_iterations,
+            batch_range=self.batch_range,
+            energy_budget=self.energy_budget,
+            min_sessions=self.min_sessions,
+        )
+
+    def __call__(self, ctx: PlanContext) -> Schedule:
+        if len(ctx.terms) != ctx.models:
+            raise ValueError("the MA-FL optimiser needs the surrogate's terms for every model")
+        began = time.perf_counter()
+        result = plan(self.problem(ctx))
+        solve_s = time.perf_counter() - began
+        out = to_schedule(ctx, result)
+        self.log.append(
+            PlanRecord(
+                ctx.first_round,
+                result.relaxed,
+                result.rounded,
+                result.sizing,
+                result.objective,
+                int(result.chosen.sum()),
+                solve_s,
+            )
+        )
+        return out
+
+
+def to_schedule(ctx: PlanContext, result: Plan) -> Schedule:
+    """The plan's chosen candidates as S and U, with its gamma and B."""
+    out = ctx.blank()
+    c = result.candidates
+    for i in np.flatnonzero(result.chosen > 0.5):
+        out.starts[c.device[i], c.model[i], c.start[i]] = True
+        out.uploads[c.device[i], c.model[i], c.upload[i]] = True
+    return Schedule(out.starts, out.uploads, result.gamma, result.batch, ctx.first_round)

@@ -1,0 +1,351 @@
+"""MA-FL: scheduling tensors, schedulers, the SCA optimiser and the multi-model simulator."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from fedtempo.alloc.mafl import MaflProblem, TaskTerms, candidates, plan
+from fedtempo.alloc.pruning import Infeasible
+from fedtempo.errors import ConfigError
+from fedtempo.experiment.config import validate as validate_config
+from fedtempo.experiment.results import run_experiment
+from fedtempo.multitask import (
+    PlanContext,
+    Schedule,
+    ScheduleError,
+    async_random,
+    empty_schedule,
+    round_robin,
+    validate,
+)
+from fedtempo.multitask.optimised import to_schedule
+
+N, M, H = 4, 2, 5
+
+
+def sched():
+    return empty_schedule(N, M, H, first_round=10, iterations=5, batch=8)
+
+
+def check(s, **kw):
+    has_data = kw.pop("has_data", np.ones((N, M), dtype=bool))
+    return validate(s, has_data, kw.pop("channels", 2), **kw)
+
+
+def test_valid_schedule_gives_active_window():
+    s = sched()
+    s.starts[0, 1, 0] = s.uploads[0, 1, 2] = True  # rounds 10..12
+    s.starts[0, 0, 3] = s.uploads[0, 0, 3] = True  # one-round session at 13
+    a = check(s)
+    assert a[0, 1].tolist() == [1, 1, 1, 0, 0]
+    assert a[0, 0].tolist() == [0, 0, 0, 1, 0]
+    assert [(x.device, x.model, x.start, x.upload) for x in s.sessions()] == [
+        (0, 1, 10, 12),
+        (0, 0, 13, 13),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda s: (
+                s.starts[1, 0].__setitem__(0, 1),
+                s.uploads[1, 0].__setitem__(3, 1),
+                s.starts[1, 1].__setitem__(2, 1),
+                s.uploads[1, 1].__setitem__(2, 1),
+            ),
+            "device 1 is on models [0, 1] at once in round 12",
+        ),
+        (
+            lambda s: s.uploads[2, 1].__setitem__(1, 1),
+            "device 2 uploads model 1 in round 11 without an open session",
+        ),
+        (
+            lambda s: (
+                s.starts[3, 0].__setitem__(0, 1),
+                s.starts[3, 0].__setitem__(1, 1),
+                s.uploads[3, 0].__setitem__(2, 1),
+            ),
+            "device 3 starts model 0 in round 11 while its session of model 0 is still open",
+        ),
+        (
+            lambda s: s.starts[0, 0].__setitem__(4, 1),
+            "device 0's session of model 0 from round 14 has no upload within the horizon",
+        ),
+        (
+            lambda s: [
+                (s.starts[d, 0].__setitem__(1, 1), s.uploads[d, 0].__setitem__(1, 1))
+                for d in range(3)
+            ],
+            "round 11 has 3 uploads for 2 channels (device, model: [(0, 0), (1, 0), (2, 0)])",
+        ),
+    ],
+)
+def test_invalid_schedules_name_device_model_round(edit, message):
+    s = sched()
+    edit(s)
+    with pytest.raises(
+        ScheduleError,
+        match=message.replace("[", r"\[")
+        .replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace("]", r"\]"),
+    ):
+        check(s)
+
+
+def test_data_availability_busy_and_sizes_are_checked():
+    s = sched()
+    s.starts[2, 1, 1] = s.uploads[2, 1, 1] = True
+    no_data = np.ones((N, M), dtype=bool)
+    no_data[2, 1] = False
+    with pytest.raises(
+        ScheduleError, match="device 2 has no data for model 1 but starts it in round 11"
+    ):
+        check(s, has_data=no_data)
+    off = np.ones((N, H), dtype=bool)
+    off[2, 1] = False
+    with pytest.raises(ScheduleError, match="device 2 is unavailable in round 11 but on model 1"):
+        check(s, available=off)
+    with pytest.raises(ScheduleError, match=r"device 2 is still busy .* round 11 .* round 12"):
+        check(s, busy_until=np.array([0, 0, 12, 0]))
+    with pytest.raises(ScheduleError, match="round 11 has 3 uploads for 2 channels"):
+        check(s, channel_used=np.array([0, 2, 0, 0, 0]))
+    s.batch[2, 1] = 0
+    with pytest.raises(ScheduleError, match="device 2, model 1: batch = 0"):
+        check(s)
+    s.batch[2, 1] = 8
+    ints = Schedule(s.starts.astype(int), s.uploads.astype(int), s.iterations, s.batch, 10)
+    ints.starts[2, 1, 1] = 2
+    with pytest.raises(ScheduleError, match=r"S\[device 2, model 1, round 11\] = 2"):
+        check(ints)
+
+
+def context(seed: int = 0, horizon: int = 6) -> PlanContext:
+    rng = np.random.default_rng(seed)
+    n, m = 8, 3
+    has = rng.random((n, m)) < 0.7
+    has[:, 0] = True
+    return PlanContext(
+        first_round=3,
+        horizon=horizon,
+        has_data=has,
+        available=rng.random((n, horizon)) < 0.9,
+        channels=3,
+        session_rounds=rng.integers(1, 3, (n, m)),
+        busy_until=rng.integers(0, 6, n),
+        channel_used=rng.integers(0, 2, horizon),
+        iterations=10,
+        batch=16,
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_baseline_schedulers_give_valid_schedules(seed):
+    ctx = context(seed)
+    for s in (round_robin(ctx), async_random(ctx, np.random.default_rng(seed))):
+        validate(s, ctx.has_data, ctx.channels, ctx.available, ctx.busy_until, ctx.channel_used)
+        assert s.starts.sum() > 0
+
+
+def problem(ctx: PlanContext, beta: float, seed: int = 0, **kw) -> MaflProblem:
+    rng = np.random.default_rng(seed)
+    n, m = ctx.has_data.shape
+    samples = np.where(ctx.has_data, rng.integers(50, 500, (n, m)), 0).astype(float)
+    terms = tuple(
+        TaskTerms(gap=g, rate=0.02, noise=0.05, drift=1e-6, staleness=1e-4) for g in (2.3, 0.4, 1.0)
+    )[:m]
+    return MaflProblem(
+        terms=terms,
+        samples=samples,
+        train_flops=np.array([3e6, 1e6, 2e4])[:m],
+        speed=rng.uniform(0.5e9, 4e9, n),
+        kappa=1e-28,
+        upload_j=rng.uniform(0.01, 0.1, (n, m)),
+        comm_s=rng.uniform(0.1, 1.0, (n, m)),
+        round_s=10.0,
+        session_rounds=ctx.session_rounds,
+        available=ctx.available,
+        busy_from=np.maximum(ctx.busy_until - ctx.first_round, 0),
+        channel_used=ctx.channel_used,
+        channels=ctx.channels,
+        beta_e=beta,
+        iterations=ctx.iterations,
+        batch=ctx.batch,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sca_objective_never_increases_and_rounding_is_valid(seed):
+    ctx = context(seed)
+    p = problem(ctx, beta=0.05, seed=seed)
+    result = plan(p)
+    for history in (result.relaxed, result.sizing):
+        assert len(history) >= 2
+        assert all(b <= a + 1e-9 for a, b in itertools.pairwise(history))
+    assert result.sizing[0] == pytest.approx(result.rounded)
+    s = to_schedule(ctx, result)
+    validate(s, ctx.has_data, ctx.channels, ctx.available, ctx.busy_until, ctx.channel_used)
+    assert result.chosen.sum() > 0
+    # every session's compute fits in its rounds at the chosen gamma and B
+    for x in s.sessions():
+        seconds = p.train_flops[x.model] * x.iterations * x.batch / p.speed[x.device]
+        budget = p.session_rounds[x.device, x.model] * p.round_s - p.comm_s[x.device, x.model]
+        assert seconds <= budget + 1e-9
+
+
+def test_energy_falls_as_beta_rises():
+    ctx = context(1)
+    energies, progress = [], []
+    for beta in (0.0, 0.01, 0.1, 1.0, 10.0):
+        p = problem(ctx, beta=beta, seed=1)
+        r = plan(p)
+        c = r.candidates
+        on = r.chosen > 0.5
+        energies.append(float(p.energy(r.gamma, r.batch)[c.device[on], c.model[on]].sum()))
+        progress.append(float((p.rho * r.gamma)[c.device[on], c.model[on]].sum()))
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(energies)), energies
+    assert energies[-1] < 0.5 * energies[0]
+    assert progress[0] >= progress[-1]
+
+
+def test_infeasible_budget_is_reported():
+    ctx = context(2)
+    p = problem(ctx, beta=0.0, seed=2, energy_budget=1e-6, min_sessions=1)
+    assert len(candidates(p).device) > 0
+    with pytest.raises(
+        Infeasible, match=r"no schedule meets the constraints \(energy budget 1e-06 J"
+    ):
+        plan(p)
+
+
+# ---- the simulator ----------------------------------------------------------------------------
+
+
+def fedavg_config(n: int, rounds: int) -> dict:
+    return {
+        "name": "fedavg",
+        "seed": 0,
+        "batch_clients": "off",
+        "data": {"dataset": "digits"},
+        "partition": {"num_clients": n},
+        "model": {"name": "mlp"},
+        "train": {"iterations": 6, "batch_size": 16, "lr": 0.1},
+        "server": {"algorithm": "fedavg", "rounds": rounds, "clients_per_round": n},
+        "eval": {"interval": 0.0},
+    }
+
+
+def mafl_config(n: int, rounds: int, scheduler: str = "round-robin", **mafl) -> dict:
+    return {
+        "name": "mafl",
+        "seed": 0,
+        "server": {"algorithm": "mafl"},
+        "mafl": {
+            "scheduler": scheduler,
+            "devices": n,
+            "rounds": rounds,
+            "channels": n,
+            "horizon": 2,
+            "step": 2,
+            "iterations": 6,
+            "batch": 16,
+            "round_s": 1000.0,
+            "warmup_rounds": 0,
+            **mafl,
+        },
+        "tasks": [
+            {
+                "name": "digits-mlp",
+                "data": {"dataset": "digits"},
+                "partition": {"num_clients": n},
+                "model": {"name": "mlp"},
+                "lr": 0.1,
+            }
+        ],
+        "eval": {"interval": 0.0},
+    }
+
+
+def test_one_model_all_devices_every_round_equals_fedavg():
+    _, fed = run_experiment(validate_config(fedavg_config(5, 3)), None)
+    summary, ma = run_experiment(validate_config(mafl_config(5, 3)), None)
+    assert torch.equal(fed.final_params[0], ma.final_params[0])
+    assert summary["updates_applied"] == 15
+    assert summary["tasks"][0]["sessions"] == 15
+
+
+def two_tasks(scheduler: str, **mafl) -> dict:
+    data = mafl_config(6, 6, scheduler, channels=2, round_s=2.0, horizon=3, step=2, **mafl)
+    data["tasks"].append(
+        {
+            "name": "digits-logreg",
+            "data": {"dataset": "digits"},
+            "partition": {"num_clients": 3},
+            "model": {"name": "logreg"},
+            "devices": [1, 3, 5],
+            "warm_rounds": 1,
+        }
+    )
+    data["devices"] = {"compute": {"median_flops": 2e8}}
+    data["eval"] = {"interval": 2.0}
+    return data
+
+
+def test_sca_run_is_deterministic_and_records_energy_and_plans():
+    config = validate_config(two_tasks("sca", warmup_rounds=2, beta_e=0.1))
+    a, ra = run_experiment(config, None)
+    b, rb = run_experiment(config, None)
+    for m in (0, 1):
+        assert torch.equal(ra.final_params[m], rb.final_params[m])
+    assert a["energy_j"] == b["energy_j"] > 0
+    assert [t["name"] for t in a["tasks"]] == ["digits-mlp", "digits-logreg"]
+    assert a["energy_j"] == pytest.approx(sum(t["energy_j"] for t in a["tasks"]))
+    assert len(a["plans"]) == 2  # rounds 2 and 4 (after two warm-up rounds)
+    for p in a["plans"]:
+        assert all(y <= x + 1e-9 for x, y in zip(p["relaxed"], p["relaxed"][1:], strict=False))
+    # the warm task starts better than its cold init would: it was pre-trained
+    assert a["tasks"][1]["initial_accuracy"] > 0.3
+
+
+def test_stale_deltas_are_applied_at_the_end_of_the_round_they_arrive_in():
+    config = validate_config(two_tasks("async-random"))
+    _, result = run_experiment(config, None)
+    events = result.recorder.events
+    uploads = [e for e in events if e.kind == "upload"]
+    aggregates = [e for e in events if e.kind == "aggregate"]
+    assert uploads and aggregates
+    round_s = 2.0
+    for agg in aggregates:
+        assert agg.time / round_s == pytest.approx(round(agg.time / round_s))
+    for up in uploads:
+        end = (np.floor(up.time / round_s) + 1) * round_s
+        if end <= 6 * round_s:
+            assert any(a.task == up.task and a.time == pytest.approx(end) for a in aggregates)
+    # some session spans more than one round (slow devices, 2 channels)
+    dispatch = {(e.task, e.client, e.version): e.time for e in events if e.kind == "dispatch"}
+    spans = [up.time - dispatch[(up.task, up.client, up.version)] for up in uploads]
+    assert max(spans) > round_s
+
+
+def test_bad_multitask_configs_are_named():
+    data = mafl_config(4, 2)
+    data["tasks"][0]["devices"] = [0, 1, 2, 9]
+    data["tasks"][0]["partition"] = {"num_clients": 4}
+    with pytest.raises(
+        ConfigError, match=r"tasks.digits-mlp.devices: ids must be distinct and in 0..3"
+    ):
+        validate_config(data)
+    data = mafl_config(4, 2, scheduler="sca", warmup_rounds=0)
+    with pytest.raises(ConfigError, match=r"mafl\.warmup_rounds"):
+        validate_config(data)
+    data = mafl_config(4, 2)
+    data["server"]["algorithm"] = "fedavg"
+    with pytest.raises(ConfigError, match=r"server.algorithm: \[\[tasks\]\] are trained by 'mafl'"):
+        validate_config(data)
