@@ -107,11 +107,12 @@ class Candidates:
 def candidates(p: MaflProblem) -> Candidates:
     n_dev, n_mod = p.samples.shape
     horizon = p.available.shape[1]
+    budget = p.compute_budget_s()
     rows = []
     for n in range(n_dev):
         for m in range(n_mod):
             d = int(p.session_rounds[n, m])
-            if p.samples[n, m] <= 0 or p.compute_budget_s()[n, m] <= 0:
+            if p.samples[n, m] <= 0 or budget[n, m] <= 0:
                 continue
             for t in range(int(p.busy_from[n]), horizon - d + 1):
                 if p.available[n, t : t + d].all():

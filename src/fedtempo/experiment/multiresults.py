@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ def summarize_multi(
 def write_multi(
     out: Path, config: ExperimentConfig, built: BuiltMulti, result: SimResult
 ) -> dict[str, Any]:
-    from fedtempo.experiment.results import write_logs
+    from fedtempo.experiment.results import write_logs, write_summary
 
     write_logs(out, result)
     names = [tc.name for tc in config.tasks]
@@ -84,7 +83,5 @@ def write_multi(
         title=f"{config.name}: MA-FL, {config.mafl.scheduler}",
     )
     summary = summarize_multi(config, built, result)
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "summary.json")
+    write_summary(out, summary)
     return summary

@@ -157,10 +157,15 @@ def write_results(
         title=f"{config.name}: {config.data.dataset}, {config.model.name}",
     )
     summary = summarize(config, built, result)
+    write_summary(out, summary)
+    return summary
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    """summary.json, via a temporary file, so that a crash never leaves a half-written one."""
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / "summary.json")
-    return summary
 
 
 def run_experiment(
