@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedtempo.alloc.mafl import MaflProblem, TaskTerms, candidates, plan
+from fedtempo.alloc.mafl import MaflProblem, TaskTerms, candidates, effective_steps, plan
 from fedtempo.alloc.pruning import Infeasible
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import validate as validate_config
@@ -22,6 +22,7 @@ from fedtempo.multitask import (
     round_robin,
     validate,
 )
+from fedtempo.multitask.estimate import RoundCurve, fit_round
 from fedtempo.multitask.optimised import to_schedule
 
 N, M, H = 4, 2, 5
@@ -158,7 +159,8 @@ def problem(ctx: PlanContext, beta: float, seed: int = 0, **kw) -> MaflProblem:
     n, m = ctx.has_data.shape
     samples = np.where(ctx.has_data, rng.integers(50, 500, (n, m)), 0).astype(float)
     terms = tuple(
-        TaskTerms(gap=g, rate=0.02, noise=0.05, drift=1e-6, staleness=1e-4) for g in (2.3, 0.4, 1.0)
+        TaskTerms(gap=g, rate=0.3, spread=a0, batch_noise=30.0, local_steps=5.0, staleness=0.3)
+        for g, a0 in ((2.3, 0.05), (0.4, 0.5), (1.0, 0.2))
     )[:m]
     return MaflProblem(
         terms=terms,
@@ -213,6 +215,72 @@ def test_energy_falls_as_beta_rises():
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(energies)), energies
     assert energies[-1] < 0.5 * energies[0]
     assert progress[0] >= progress[-1]
+
+
+def test_surrogate_reduces_to_plain_step_counting():
+    """With no batch noise, no drift (gamma0 -> inf) and a full-quality round (A0 -> 0), a
+    session of gamma steps is worth gamma steps and one round moves the model by the arrivals'
+    mean steps; more gamma and more B always help, with diminishing returns."""
+    g = np.array([1.0, 5.0, 20.0])
+    exact = effective_steps(g, np.full(3, 32.0), np.full(3, 500.0), 1e12, 0.0)
+    np.testing.assert_allclose(exact, g, rtol=1e-9)
+    h = effective_steps(g, np.full(3, 32.0), np.full(3, 500.0), 5.0, 30.0)
+    assert np.all(np.diff(h) > 0) and np.all(np.diff(h / g) < 0)
+    b = np.array([8.0, 32.0, 128.0])
+    hb = effective_steps(np.full(3, 10.0), b, np.full(3, 500.0), 5.0, 30.0)
+    assert np.all(np.diff(hb) > 0) and np.all(np.diff(hb / b) < 0)
+
+
+def test_devices_with_higher_loss_are_preferred():
+    """Two identical devices, one channel, one round: the one on whose data the model does
+    worse (relative loss 1.5 against 0.5) gets the session."""
+    ctx = PlanContext(
+        first_round=0,
+        horizon=1,
+        has_data=np.ones((2, 1), dtype=bool),
+        available=np.ones((2, 1), dtype=bool),
+        channels=1,
+        session_rounds=np.ones((2, 1), dtype=np.int64),
+        busy_until=np.zeros(2, dtype=np.int64),
+        channel_used=np.zeros(1, dtype=np.int64),
+        iterations=5,
+        batch=16,
+    )
+    for loss, expect in (((1.5, 0.5), 0), ((0.5, 1.5), 1)):
+        terms = (TaskTerms(1.0, 0.3, 0.1, 30.0, 5.0, 0.0, relative_loss=np.array(loss)),)
+        p = MaflProblem(
+            terms=terms,
+            samples=np.full((2, 1), 100.0),
+            train_flops=np.array([1e6]),
+            speed=np.full(2, 1e9),
+            kappa=1e-28,
+            upload_j=np.full((2, 1), 0.01),
+            comm_s=np.full((2, 1), 0.1),
+            round_s=10.0,
+            session_rounds=ctx.session_rounds,
+            available=ctx.available,
+            busy_from=np.zeros(2, dtype=np.int64),
+            channel_used=ctx.channel_used,
+            channels=1,
+            beta_e=0.0,
+            iterations=5,
+            batch=16,
+        )
+        r = plan(p)
+        assert r.chosen.sum() == 1
+        assert int(r.candidates.device[r.chosen > 0.5][0]) == expect
+
+
+def test_probe_round_fit_recovers_rate_and_drift_horizon():
+    gap, rate, local, quality = 1.2, 0.05, 8.0, 0.4
+    steps = np.array([0, 1, 2, 4, 8, 16, 32, 64], dtype=float)
+    loss = gap / (1 + rate * quality * local * np.log1p(steps / local))
+    g, k, g0 = fit_round(RoundCurve(steps, loss, 0.3, 32), quality)
+    assert g == pytest.approx(gap)
+    assert k == pytest.approx(rate, rel=0.1)
+    assert g0 == pytest.approx(local, rel=0.25)
+    flat = RoundCurve(steps, np.full(len(steps), gap), 0.3, 32)
+    assert fit_round(flat, quality)[1] <= 1e-5
 
 
 def test_infeasible_budget_is_reported():

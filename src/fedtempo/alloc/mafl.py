@@ -1,33 +1,52 @@
 """MA-FL scheduling and batch/iteration allocation by successive convex approximation (SPEC B).
 
 Over a horizon of H rounds, a *candidate session* i = (device n, model m, start round t) runs
-for ``session_rounds[n, m]`` = d rounds and uploads in round t + d - 1. The schedule picks
+for ``session_rounds[n, m]`` = d rounds and uploads in round u = t + d - 1. The schedule picks
 candidates (s_i in {0, 1}); gamma_{n,m} (SGD iterations) and B_{n,m} (batch) size every session
 of n on m. The objective is
 
-    J = sum_m phi_m Psi_m + beta_E E_total,
-    Psi_m = G_m / (1 + k_m P_m)
-            + sum_{i in m} s_i rho_n [a_m gamma (1/B - 1/D_n) + b_m gamma^3 + c_m gamma d^2],
-    P_m = sum_{i in m} s_i rho_n gamma,    E_total = sum_i s_i (kappa c_m B gamma f_n^2 + E_up).
+    J = sum_m phi_m Psi_m + beta_E E_total,  E_total = sum_i s_i (kappa c_m B gamma f_n^2 + E_up),
+    Psi_m = G_m / (1 + k_m P_m),  P_m = sum_t pi_{m,t},
+    pi_{m,t} = sum_{i in (m,t)} s_i w_i h_i / (A_{m,t} + A0_m),  A_{m,t} = sum_{i in (m,t)} s_i w_i,
 
 Psi_m is our convergence-bound surrogate (the paper's exact bound is not published in the
-seed): G_m the current loss gap (warm models start lower), shrinking with the data-weighted
-local steps P_m at the rate k_m fitted on warm-up rounds; the other terms come from the
-descent lemma of local SGD with step eta, smoothness L, gradient norm g and per-sample gradient
-variance sigma^2: mini-batch noise a = L eta^2 sigma^2 / 2 per step (with the finite-population
-factor 1/B - 1/D), local drift b = eta^3 L^2 g^2 / 6 (the sum over a session of the squared
-distance travelled), staleness c = eta L^2 u^2 / 2 with u the server's step per round (a
-session spanning d rounds starts d server steps behind). Constraints: one model per device at a
-time, at most C uploads per round, data, availability, devices busy with committed sessions,
-an optional energy budget and an optional minimum number of sessions per model; the latency
-of a session (download, gamma x B samples of compute, upload) must fit its d rounds.
+seed). G_m is the model's current loss gap (a warm model starts lower) and P_m the progress
+over the horizon, in effective server steps; the gap shrinks as G / (1 + k P) (the O(1/T) of
+SGD), at the rate k_m measured by a probe round. Round t's arrivals for model m are averaged by
+data weight (FedAvg over the arrivals), so the round moves the model by their mean effective
+steps, discounted by how well their data share A represents the population:
+
+- client sampling / heterogeneity: a share A of the data gives a gradient of quality
+  A / (A + A0), with A0 = zeta^2 / (N g^2) (zeta^2 the gradient dissimilarity across the N
+  devices, g^2 the squared gradient norm): one round of a lone small device moves the model
+  as far as a full round, but in a biased direction;
+- mini-batch noise: a step at batch B is worth B / (a B + B_noise) of a full-batch step, with
+  the gradient noise scale B_noise = sigma^2 / g^2 and a = 1 - B_noise / D (the finite-population
+  factor (1 - B/D) sigma^2 / B);
+- local drift: the j-th local step of a session is computed ever farther from the global model
+  (and, at a fixed learning rate, ever closer to its noise floor), so gamma steps are worth
+  gamma0 log(1 + gamma / gamma0) (gamma0 fitted on the probe round);
+- staleness: a session spanning d rounds starts d - 1 server steps behind; its weight is
+  w_i = rho_n / (1 + xi (d - 1)), with xi the relative change of the gradient over one server step;
+- the devices' own gaps: a device on whose data the model does worse is worth more (loss-aware
+  selection, as in Power-of-Choice), so w_i is also multiplied by l_n, the model's loss on n's
+  data over its mean loss; training n lowers l_n, so the choice rotates over the devices.
+
+So h_i = gamma0 log(1 + gamma / gamma0) x B / (a B + B_noise), w_i = rho_n l_n / (1 + xi (d - 1)).
+Constraints: one model per device at a time, at most C uploads per round, data, availability,
+devices busy with committed sessions, an optional energy budget and an optional minimum number of
+sessions per model; the latency of a session (download, gamma x B samples of compute, upload) must
+fit its d rounds.
 
 Solution (the SPEC's recipe):
-1. S-step: relax s to [0, 1], add the concave penalty mu sum s (1 - s), linearise it at the
-   current point and solve the convex program (CVXPY); iterate (a majorise-minimise scheme, so
-   the penalised objective never increases); round greedily.
-2. gamma/B step with the schedule fixed: alternate the convex problem in gamma (B fixed) and
-   the convex problem in B (gamma fixed), each solved exactly; the objective never increases.
+1. S-step: relax s to [0, 1]; with gamma and B at their starting values every session of model m
+   is given the model's mean h, so pi_{m,t} = h_m A / (A + A0) is concave in s and the problem
+   convex; add the concave penalty mu sum s (1 - s), linearise it at the current point and solve
+   (CVXPY); iterate (a majorise-minimise scheme, so the penalised objective never increases);
+   round greedily on the exact J.
+2. gamma/B step with the schedule fixed: pi is linear in each session's h, and h is concave in
+   gamma (B fixed) and in B (gamma fixed); alternate the two convex problems, each solved
+   exactly; J never increases.
 """
 
 from __future__ import annotations
@@ -43,14 +62,46 @@ from fedtempo.alloc.pruning import Infeasible
 
 @dataclass(frozen=True)
 class TaskTerms:
-    """The constants of Psi_m for one model (loss units: nats)."""
+    """The constants of Psi_m for one model (loss in nats, progress in effective steps)."""
 
     gap: float  # G_m
-    rate: float  # k_m, per data-weighted local step
-    noise: float  # a_m
-    drift: float  # b_m
-    staleness: float  # c_m
+    rate: float  # k_m, per effective server step
+    spread: float  # A0_m, in data-share units
+    batch_noise: float  # B_noise = sigma^2 / g^2, samples
+    local_steps: float  # gamma0, local steps
+    staleness: float  # xi, per server step
     weight: float = 1.0  # phi_m
+    relative_loss: np.ndarray | None = None  # l_n: loss on device n's data / mean loss (N)
+
+
+def _terms_array(terms: tuple[TaskTerms, ...], name: str) -> np.ndarray:
+    return np.array([getattr(t, name) for t in terms], dtype=float)
+
+
+def effective_steps(
+    gamma: np.ndarray,
+    batch: np.ndarray,
+    samples: np.ndarray,
+    local_steps: np.ndarray | float,
+    batch_noise: np.ndarray | float,
+) -> np.ndarray:
+    """h = gamma0 log(1 + gamma / gamma0) x B / (a B + B_noise), a = 1 - B_noise / D."""
+    return _drift_factor(gamma, local_steps) * batch_factor(batch, samples, batch_noise)
+
+
+def _drift_factor(gamma: np.ndarray, local_steps: np.ndarray | float) -> np.ndarray:
+    return local_steps * np.log1p(gamma / local_steps)
+
+
+def _population(samples: np.ndarray, batch_noise: np.ndarray | float) -> np.ndarray:
+    """a = 1 - B_noise / D, kept at least 0.05 (tiny datasets are all but noise-free anyway)."""
+    return np.clip(1.0 - batch_noise / np.maximum(samples, 1.0), 0.05, 1.0)
+
+
+def batch_factor(
+    batch: np.ndarray, samples: np.ndarray, batch_noise: np.ndarray | float
+) -> np.ndarray:
+    return batch / (_population(samples, batch_noise) * batch + batch_noise)
 
 
 @dataclass(frozen=True)
@@ -71,7 +122,7 @@ class MaflProblem:
     channel_used: np.ndarray  # uploads already committed per round (H)
     channels: int
     beta_e: float
-    iterations: int  # gamma used while choosing the schedule
+    iterations: int  # nominal gamma (the session lengths were sized with it)
     batch: int  # B used while choosing the schedule
     max_iterations: int = 100
     batch_range: tuple[int, int] = (8, 128)
@@ -92,6 +143,25 @@ class MaflProblem:
     def compute_budget_s(self) -> np.ndarray:
         """Seconds of compute a session may take within its rounds (N x M)."""
         return self.session_rounds * self.round_s - self.comm_s
+
+    def steps(self, gamma: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """h of one session of each (n, m) at (gamma, B) (N x M)."""
+        return effective_steps(
+            gamma.astype(float),
+            batch.astype(float),
+            self.samples,
+            _terms_array(self.terms, "local_steps")[None, :],
+            _terms_array(self.terms, "batch_noise")[None, :],
+        )
+
+    def share(self) -> np.ndarray:
+        """w = rho l / (1 + xi (d - 1)) of a session of each (n, m) (N x M)."""
+        xi = _terms_array(self.terms, "staleness")[None, :]
+        local = np.ones(self.samples.shape)
+        for m, t in enumerate(self.terms):
+            if t.relative_loss is not None:
+                local[:, m] = t.relative_loss
+        return self.rho * local / (1.0 + xi * (self.session_rounds - 1))
 
 
 @dataclass(frozen=True)
@@ -140,50 +210,67 @@ def _onehot(index: np.ndarray, size: int) -> sp.csr_matrix:
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Per-candidate progress p_i, error e_i (phi-weighted) and energy; per-model G, k, phi."""
+    """Per candidate: data weight w_i, effective steps h_i, energy, and its (model, upload
+    round) slot m H + u; per model: G, k, A0, phi and the S-step's mean h."""
 
-    progress: np.ndarray
-    error: np.ndarray
+    share: np.ndarray
+    steps: np.ndarray
     energy: np.ndarray
+    slot: np.ndarray
     gap: np.ndarray
     rate: np.ndarray
+    spread: np.ndarray
     weight: np.ndarray
+    mean_steps: np.ndarray
 
 
 def coefficients(
     p: MaflProblem, c: Candidates, gamma: np.ndarray, batch: np.ndarray
 ) -> Coefficients:
     n, m = c.device, c.model
-    g, b = gamma[n, m].astype(float), batch[n, m].astype(float)
-    rho, d_samples = p.rho[n, m], p.samples[n, m]
-    a = np.array([t.noise for t in p.terms])[m]
-    dr = np.array([t.drift for t in p.terms])[m]
-    st = np.array([t.staleness for t in p.terms])[m]
-    phi = np.array([t.weight for t in p.terms])
-    d = p.session_rounds[n, m].astype(float)
-    err = rho * (a * g * (1 / b - 1 / d_samples) + dr * g**3 + st * g * d**2)
+    n_mod, horizon = len(p.terms), p.available.shape[1]
+    share, steps = p.share()[n, m], p.steps(gamma, batch)[n, m]
+    total = np.bincount(m, weights=share, minlength=n_mod)
+    mean = np.bincount(m, weights=share * steps, minlength=n_mod)
     return Coefficients(
-        progress=rho * g,
-        error=phi[m] * err,
+        share=share,
+        steps=steps,
         energy=p.energy(gamma, batch)[n, m],
-        gap=np.array([t.gap for t in p.terms]),
-        rate=np.array([t.rate for t in p.terms]),
-        weight=phi,
+        slot=m * horizon + c.upload,
+        gap=_terms_array(p.terms, "gap"),
+        rate=_terms_array(p.terms, "rate"),
+        spread=np.maximum(_terms_array(p.terms, "spread"), 1e-9),
+        weight=_terms_array(p.terms, "weight"),
+        mean_steps=np.divide(mean, total, out=np.zeros(n_mod), where=total > 0),
     )
 
 
-def objective(p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients) -> float:
-    """J at the (possibly fractional) selection s, without the binarity penalty."""
-    n_mod = len(p.terms)
-    progress = np.bincount(c.model, weights=k.progress * s, minlength=n_mod)
-    psi = k.weight * k.gap / (1 + k.rate * progress)
-    return float(psi.sum() + (k.error + p.beta_e * k.energy) @ s)
+def _progress(p: MaflProblem, k: Coefficients, s: np.ndarray, mean: bool) -> np.ndarray:
+    """P_m at selection s (exact, or with every session at its model's mean h: the S-step)."""
+    n_mod, horizon = len(p.terms), p.available.shape[1]
+    size = n_mod * horizon
+    share = np.bincount(k.slot, weights=k.share * s, minlength=size).reshape(n_mod, horizon)
+    if mean:
+        moved = k.mean_steps[:, None] * share
+    else:
+        moved = np.bincount(k.slot, weights=k.share * k.steps * s, minlength=size)
+        moved = moved.reshape(n_mod, horizon)
+    return (moved / (share + k.spread[:, None])).sum(axis=1)
+
+
+def objective(
+    p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients, mean: bool = False
+) -> float:
+    """J at the (possibly fractional) selection s, without the binarity penalty; ``mean``: the
+    S-step's form (every session of model m at the model's mean h)."""
+    psi = k.weight * k.gap / (1 + k.rate * _progress(p, k, s, mean))
+    return float(psi.sum() + p.beta_e * (k.energy @ s))
 
 
 @dataclass
 class Plan:
     """The chosen sessions (indices into ``candidates``), gamma and B, and the objective's
-    history: ``relaxed`` (penalised J per S-step iteration), ``rounded`` (J after rounding),
+    history: ``relaxed`` (penalised S-step J per iteration), ``rounded`` (J after rounding),
     ``sizing`` (J per gamma/B block step, continuous), ``objective`` (J on the integers)."""
 
     candidates: Candidates
@@ -197,7 +284,11 @@ class Plan:
 
 
 def _solve(problem: cp.Problem, what: str, p: MaflProblem) -> None:
-    problem.solve(solver=cp.CLARABEL)
+    """Solve with Clarabel (SCS if Clarabel fails numerically); name an infeasible problem."""
+    try:
+        problem.solve(solver=cp.CLARABEL)
+    except cp.error.SolverError:
+        problem.solve(solver=cp.SCS)
     if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         budget = "none" if p.energy_budget is None else f"{p.energy_budget:g} J"
         raise Infeasible(
@@ -222,6 +313,15 @@ def _schedule_constraints(
     return cons
 
 
+def _penalty(p: MaflProblem, c: Candidates, k: Coefficients) -> float:
+    """mu: the mean |dJ/ds_i| at s = 0 (of the S-step's form), unless given."""
+    if p.penalty is not None:
+        return p.penalty
+    m = c.model
+    gain = k.weight[m] * k.gap[m] * k.rate[m] * k.mean_steps[m] * k.share / k.spread[m]
+    return float(np.mean(np.abs(p.beta_e * k.energy - gain))) if len(m) else 0.0
+
+
 def relax_schedule(
     p: MaflProblem,
     c: Candidates,
@@ -230,30 +330,27 @@ def relax_schedule(
     tol: float = 1e-7,
 ) -> tuple[np.ndarray, list[float]]:
     """The S-step: returns the relaxed selection and the penalised objective per iteration."""
+    n_mod, horizon = len(p.terms), p.available.shape[1]
     size = len(c.device)
     s = cp.Variable(size)
     lin = cp.Parameter(size)
-    models = _onehot(c.model, len(p.terms))
-    progress = models @ sp.diags(k.progress)
-    psi = [
-        k.weight[m] * k.gap[m] * cp.inv_pos(1 + k.rate[m] * (progress[m] @ s))
-        for m in range(len(p.terms))
-    ]
-    cost = k.error + p.beta_e * k.energy
+    arrivals = _onehot(k.slot, n_mod * horizon) @ sp.diags(k.share)  # A_{m,t} = row @ s
+    spread = np.repeat(k.spread, horizon)
+    quality = 1 - cp.multiply(spread, cp.inv_pos(arrivals @ s + spread))  # A / (A + A0)
+    per_model = _onehot(np.repeat(np.arange(n_mod), horizon), n_mod)
+    progress = cp.multiply(k.mean_steps, per_model @ quality)
+    psi = cp.multiply(k.weight * k.gap, cp.inv_pos(1 + cp.multiply(k.rate, progress)))
     problem = cp.Problem(
-        cp.Minimize(cp.sum(cp.hstack(psi)) + cost @ s + lin @ s),
+        cp.Minimize(cp.sum(psi) + (p.beta_e * k.energy) @ s + lin @ s),
         _schedule_constraints(p, c, s, k.energy),
     )
     lin.value = np.zeros(size)
     _solve(problem, "schedule relaxation", p)
     x = np.clip(np.asarray(s.value), 0.0, 1.0)
-    mu = p.penalty
-    if mu is None:
-        grad0 = -k.weight[c.model] * k.gap[c.model] * k.rate[c.model] * k.progress + cost
-        mu = float(np.mean(np.abs(grad0))) if size else 0.0
+    mu = _penalty(p, c, k)
 
     def penalised(v: np.ndarray) -> float:
-        return objective(p, c, v, k) + mu * float(np.sum(v * (1 - v)))
+        return objective(p, c, v, k, mean=True) + mu * float(np.sum(v * (1 - v)))
 
     history = [penalised(x)]
     for _ in range(max_iter):
@@ -293,7 +390,8 @@ def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coeffici
         spent += float(k.energy[i])
 
     current = objective(p, c, chosen, k)
-    for i in np.argsort(-relaxed, kind="stable"):
+    order = np.argsort(-relaxed, kind="stable")
+    for i in order:
         if relaxed[i] <= 1e-6 or not fits(int(i)):
             continue
         chosen[i] = 1.0
@@ -303,8 +401,7 @@ def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coeffici
             take(int(i))
             current = value
     for m in range(len(p.terms)):
-        mine = [int(i) for i in np.argsort(-relaxed, kind="stable") if c.model[i] == m]
-        for i in mine:
+        for i in (int(i) for i in order if c.model[i] == m):
             if chosen[c.model == m].sum() >= p.min_sessions:
                 break
             if chosen[i] == 0 and fits(i):
@@ -328,6 +425,47 @@ def _sizing_bounds(
     return g_max, b_max
 
 
+@dataclass(frozen=True)
+class _Pairs:
+    """The (device, model) pairs with chosen sessions: P_m = sum_pairs weight x h(gamma, B)."""
+
+    device: np.ndarray
+    model: np.ndarray
+    count: np.ndarray  # sessions per pair
+    weight: np.ndarray  # sum over its sessions of w_i / (A_{m,u} + A0_m)
+    samples: np.ndarray
+    local_steps: np.ndarray
+    batch_noise: np.ndarray
+    flop_j: np.ndarray  # J per sample processed
+    upload_j: np.ndarray
+
+    @property
+    def index(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.device, self.model
+
+
+def _pairs(p: MaflProblem, c: Candidates, chosen: np.ndarray, k: Coefficients) -> _Pairs:
+    n_mod, horizon = len(p.terms), p.available.shape[1]
+    arrivals = np.bincount(k.slot, weights=k.share * chosen, minlength=n_mod * horizon)
+    per_session = chosen * k.share / (arrivals[k.slot] + k.spread[c.model])
+    counts = np.zeros(p.samples.shape)
+    weight = np.zeros(p.samples.shape)
+    np.add.at(counts, (c.device, c.model), chosen)
+    np.add.at(weight, (c.device, c.model), per_session)
+    n, m = np.nonzero(counts)
+    return _Pairs(
+        device=n,
+        model=m,
+        count=counts[n, m],
+        weight=weight[n, m],
+        samples=p.samples[n, m],
+        local_steps=_terms_array(p.terms, "local_steps")[m],
+        batch_noise=_terms_array(p.terms, "batch_noise")[m],
+        flop_j=p.kappa * p.speed[n] ** 2 * p.train_flops[m],
+        upload_j=p.upload_j[n, m],
+    )
+
+
 def size_sessions(
     p: MaflProblem,
     c: Candidates,
@@ -341,11 +479,8 @@ def size_sessions(
     then round to integers within the latency bounds. Returns (gamma, B, J per block step on
     the continuous values)."""
     gamma, batch = gamma.astype(float).copy(), batch.astype(float).copy()
-    counts = np.zeros_like(gamma)
-    np.add.at(counts, (c.device, c.model), chosen)
-    nz = np.nonzero(counts)
-    pairs = (nz[0], nz[1])
-    if len(pairs[0]) == 0:
+    q = _pairs(p, c, chosen, coefficients(p, c, gamma, batch))
+    if len(q.device) == 0:
         return gamma.astype(np.int64), batch.astype(np.int64), []
 
     def value() -> float:
@@ -354,82 +489,68 @@ def size_sessions(
     history = [value()]
     for _ in range(max_iter):
         for block in (_solve_gamma, _solve_batch):
-            trial_g, trial_b = block(p, counts, pairs, gamma, batch)
+            trial_g, trial_b = block(p, q, gamma, batch)
             old_g, old_b = gamma.copy(), batch.copy()
-            gamma[pairs], batch[pairs] = trial_g, trial_b
+            gamma[q.index], batch[q.index] = trial_g, trial_b
             if value() > history[-1]:  # solver tolerance: keep the previous point
                 gamma, batch = old_g, old_b
         history.append(value())
         if history[-2] - history[-1] <= tol * max(1.0, abs(history[-1])):
             break
-    g_max, _ = _sizing_bounds(p, gamma, batch, pairs)
-    gamma[pairs] = np.clip(np.round(gamma[pairs]), 1, np.maximum(np.floor(g_max), 1))
-    _, b_max = _sizing_bounds(p, gamma, batch, pairs)
+    g_max, _ = _sizing_bounds(p, gamma, batch, q.index)
+    gamma[q.index] = np.clip(np.round(gamma[q.index]), 1, np.maximum(np.floor(g_max), 1))
+    _, b_max = _sizing_bounds(p, gamma, batch, q.index)
     top = np.maximum(np.floor(b_max), 1)
-    batch[pairs] = np.clip(np.round(batch[pairs]), np.minimum(p.batch_range[0], top), top)
+    batch[q.index] = np.clip(np.round(batch[q.index]), np.minimum(p.batch_range[0], top), top)
     return gamma.astype(np.int64), batch.astype(np.int64), history
 
 
-def _pair_terms(p: MaflProblem, pairs: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
-    n, m = pairs
-    t = p.terms
-    return {
-        "rho": p.rho[n, m],
-        "d": p.session_rounds[n, m].astype(float),
-        "a": np.array([x.noise for x in t])[m],
-        "b": np.array([x.drift for x in t])[m],
-        "c": np.array([x.staleness for x in t])[m],
-        "phi": np.array([x.weight for x in t])[m],
-        "inv_d": 1.0 / p.samples[n, m],
-        "flop_j": p.kappa * p.speed[n] ** 2 * p.train_flops[m],
-        "up": p.upload_j[n, m],
-    }
+def _sizing_problem(
+    p: MaflProblem,
+    q: _Pairs,
+    progress: cp.Expression,
+    energy: cp.Expression,
+    cons: list[cp.Constraint],
+) -> cp.Problem:
+    """min sum_m phi G / (1 + k P_m) + beta E subject to ``cons`` (and the energy budget), with
+    P_m = sum over m's pairs of ``progress``."""
+    per_model = _onehot(q.model, len(p.terms))
+    gap = _terms_array(p.terms, "weight") * _terms_array(p.terms, "gap")
+    rate = _terms_array(p.terms, "rate")
+    psi = cp.multiply(gap, cp.inv_pos(1 + cp.multiply(rate, per_model @ progress)))
+    if p.energy_budget is not None:
+        cons = [*cons, energy <= p.energy_budget]
+    return cp.Problem(cp.Minimize(cp.sum(psi) + p.beta_e * energy), cons)
 
 
 def _solve_gamma(
-    p: MaflProblem,
-    counts: np.ndarray,
-    pairs: tuple[np.ndarray, np.ndarray],
-    gamma: np.ndarray,
-    batch: np.ndarray,
+    p: MaflProblem, q: _Pairs, gamma: np.ndarray, batch: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    q, cnt, b = _pair_terms(p, pairs), counts[pairs], batch[pairs]
-    g_max, _ = _sizing_bounds(p, gamma, batch, pairs)
-    g = cp.Variable(len(cnt))
-    models = _onehot(pairs[1], len(p.terms))
-    psi = [
-        t.weight * t.gap * cp.inv_pos(1 + t.rate * (models[m] @ cp.multiply(cnt * q["rho"], g)))
-        for m, t in enumerate(p.terms)
-    ]
-    per = q["phi"] * q["rho"] * (q["a"] * (1 / b - q["inv_d"]) + q["c"] * q["d"] ** 2)
-    energy = cnt * (q["flop_j"] * b)
-    cubic = cp.multiply(cnt * q["phi"] * q["rho"] * q["b"], cp.power(g, 3))
-    cost = cp.sum(cp.hstack(psi)) + (cnt * per + p.beta_e * energy) @ g + cp.sum(cubic)
+    b = batch[q.index]
+    g_max, _ = _sizing_bounds(p, gamma, batch, q.index)
+    g = cp.Variable(len(q.count))
+    g0 = q.local_steps
+    drift = cp.multiply(g0, cp.log(1 + cp.multiply(1 / g0, g)))  # gamma0 log(1 + gamma / gamma0)
+    progress = cp.multiply(q.weight * batch_factor(b, q.samples, q.batch_noise), drift)
+    energy = (q.count * q.flop_j * b) @ g + float(q.count @ q.upload_j)
     cons = [g >= 1, g <= np.maximum(g_max, 1)]
-    if p.energy_budget is not None:
-        cons.append(energy @ g + float(cnt @ q["up"]) <= p.energy_budget)
-    _solve(cp.Problem(cp.Minimize(cost), cons), "iteration sizing", p)
+    _solve(_sizing_problem(p, q, progress, energy, cons), "iteration sizing", p)
     return np.clip(np.asarray(g.value), 1, np.maximum(g_max, 1)), b
 
 
 def _solve_batch(
-    p: MaflProblem,
-    counts: np.ndarray,
-    pairs: tuple[np.ndarray, np.ndarray],
-    gamma: np.ndarray,
-    batch: np.ndarray,
+    p: MaflProblem, q: _Pairs, gamma: np.ndarray, batch: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    q, cnt, g = _pair_terms(p, pairs), counts[pairs], gamma[pairs]
-    _, b_max = _sizing_bounds(p, gamma, batch, pairs)
+    g = gamma[q.index]
+    _, b_max = _sizing_bounds(p, gamma, batch, q.index)
     lo = np.minimum(float(p.batch_range[0]), b_max)
-    b = cp.Variable(len(cnt))
-    noise = cnt * q["phi"] * q["rho"] * q["a"] * g
-    energy = cnt * q["flop_j"] * g
-    cost = noise @ cp.inv_pos(b) + p.beta_e * (energy @ b)
-    cons = [b >= lo, b <= b_max]
-    if p.energy_budget is not None:
-        cons.append(energy @ b + float(cnt @ q["up"]) <= p.energy_budget)
-    _solve(cp.Problem(cp.Minimize(cost), cons), "batch sizing", p)
+    b = cp.Variable(len(q.count))
+    a = _population(q.samples, q.batch_noise)
+    scale = q.batch_noise / a  # B / (a B + Bn) = (1 - scale / (B + scale)) / a
+    factor = cp.multiply(1 / a, 1 - cp.multiply(scale, cp.inv_pos(b + scale)))
+    progress = cp.multiply(q.weight * _drift_factor(g, q.local_steps), factor)
+    energy = (q.count * q.flop_j * g) @ b + float(q.count @ q.upload_j)
+    _solve(_sizing_problem(p, q, progress, energy, [b >= lo, b <= b_max]), "batch sizing", p)
     return g, np.clip(np.asarray(b.value), lo, b_max)
 
 
@@ -437,29 +558,25 @@ START_GRID = (1, 2, 5, 10, 20, 50, 100, 200)
 
 
 def starting_iterations(p: MaflProblem) -> np.ndarray:
-    """gamma to start the S-step from, per model: on a grid (up to ``iterations`` x 10), the
-    value with the best first-order net value of one session at the nominal B and d = 1,
-    phi (G k rho gamma - rho (a gamma (1/B - 1/D) + b gamma^3 + c gamma)) - beta E; capped
-    by each pair's latency bound."""
-    rho = p.rho
+    """gamma to start the S-step from, per model: on a grid (up to ``max_iterations``), the
+    value with the best first-order net value of one average session at the nominal B,
+    phi G k h(gamma) w / (w + A0) - beta E(gamma); capped by each pair's latency bound."""
     out = np.full(p.samples.shape, p.iterations, dtype=np.int64)
-    grid = [g for g in START_GRID if g <= min(p.max_iterations, 10 * p.iterations)]
+    grid = np.array([g for g in START_GRID if g <= p.max_iterations] or [1], dtype=float)
+    share = p.share()
     for m, t in enumerate(p.terms):
         has = p.samples[:, m] > 0
         if not has.any():
             continue
-        r, d_n = float(rho[has, m].mean()), float(p.samples[has, m].mean())
+        w, d_n = float(share[has, m].mean()), float(p.samples[has, m].mean())
+        h = effective_steps(
+            grid, np.full_like(grid, p.batch), np.full_like(grid, d_n), t.local_steps, t.batch_noise
+        )
         e_flop = float(np.mean(p.kappa * p.speed[has] ** 2)) * p.train_flops[m] * p.batch
-        net = [
-            t.weight
-            * (
-                t.gap * t.rate * r * g
-                - r * (t.noise * g * (1 / p.batch - 1 / d_n) + t.drift * g**3 + t.staleness * g)
-            )
-            - p.beta_e * e_flop * g
-            for g in grid
-        ]
-        out[:, m] = grid[int(np.argmax(net))]
+        net = (
+            t.weight * t.gap * t.rate * h * w / (w + max(t.spread, 1e-9)) - p.beta_e * e_flop * grid
+        )
+        out[:, m] = int(grid[int(np.argmax(net))])
     seconds = p.compute_budget_s() * p.speed[:, None] / p.train_flops[None, :]
     cap = np.maximum(np.floor(seconds / p.batch), 1).astype(np.int64)
     return np.minimum(out, cap)

@@ -1,31 +1,48 @@
-"""Estimating the constants of the MA-FL surrogate Psi_m from warm-up rounds.
+"""Estimating the constants of the MA-FL surrogate Psi_m (see ``fedtempo.alloc.mafl``).
 
-``probe`` measures, at a model vector and on a sample of training data, the quantities the
-descent lemma of local SGD needs: the gradient's squared norm g^2, the per-sample gradient
-variance sigma^2 and a smoothness estimate L = ||grad(w + u) - grad(w)|| / ||u|| along the
-server's last step u. ``terms_from`` turns them, with the loss decrease seen over the warm-up,
-into ``TaskTerms`` (see ``fedtempo.alloc.mafl`` for the formulas).
+Two server-side measurements per model, on samples of the devices' training data:
+
+- ``probe``: at the global model, each device's gradient on a few of its samples gives the
+  data-weighted mean gradient g, the gradient dissimilarity zeta^2 = sum rho_n ||g_n - g||^2
+  (less its sampling noise), each device's loss relative to the mean, the per-sample gradient
+  variance sigma^2 (``torch.func`` vmap) and, against the previous global model, the relative
+  change of the gradient over one server step xi = ||g - g_prev|| / ||g||;
+- ``probe_round``: a few devices train from the global model on their own data for j = 1, 2, 4,
+  ... local steps at the nominal batch; the loss of their data-weighted mean model on a pooled
+  evaluation sample, as a function of j, is fitted by the surrogate's own form for one round,
+  G - G / (1 + k c gamma0 log(1 + j / gamma0)), with c the round's batch and sampling quality:
+  the rate k and the local-drift horizon gamma0.
+
+These probes stand for what a deployment would learn from its warm-up and ongoing rounds; the
+simulator does not charge their energy to the devices.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from fedtempo.alloc.mafl import TaskTerms
+from fedtempo.alloc.mafl import TaskTerms, batch_factor
+from fedtempo.client.local import LocalSpec, train_local
 from fedtempo.params import load_vector
+
+Data = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Probe:
-    loss: float
     grad_sq: float  # g^2
     variance: float  # sigma^2, per sample
-    smoothness: float  # L
-    step_sq: float  # u^2, the server step's squared norm
+    dissimilarity: float  # zeta^2
+    staleness: float  # xi
+    devices: int  # N
+    relative_loss: np.ndarray  # per device: its loss over the data-weighted mean loss
 
 
 def _gradient(
@@ -35,8 +52,11 @@ def _gradient(
     model.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
-    flat = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
-    return loss.item(), flat.detach().clone()
+    flat = [
+        p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel())
+        for p in model.parameters()
+    ]
+    return float(loss.detach()), torch.cat(flat).detach().clone()
 
 
 def _per_sample_variance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -51,52 +71,146 @@ def _per_sample_variance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     return float(((flat - flat.mean(dim=0)) ** 2).sum(dim=1).mean())
 
 
+def _mean_gradient(
+    model: nn.Module, params: torch.Tensor, pools: Sequence[Data], weights: np.ndarray
+) -> tuple[torch.Tensor, list[torch.Tensor], np.ndarray]:
+    measured = [_gradient(model, params, x, y) for x, y in pools]
+    per_device = [g for _, g in measured]
+    mean = sum(float(w) * g for w, g in zip(weights, per_device, strict=True))
+    assert isinstance(mean, torch.Tensor)
+    return mean, per_device, np.array([loss for loss, _ in measured])
+
+
 def probe(
     model: nn.Module,
     params: torch.Tensor,
-    previous: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    per_sample: int = 32,
+    previous: torch.Tensor | None,
+    pools: Sequence[Data],
+    weights: np.ndarray,
+    per_sample: int = 64,
 ) -> Probe:
-    """Measure loss, g^2, sigma^2 (on the first ``per_sample`` samples) and L along the step
-    from ``previous`` to ``params`` at ``params``, on (x, y). ``model`` is a workspace."""
+    """Measure g^2, sigma^2, zeta^2, xi and the relative losses at ``params`` from the devices'
+    samples ``pools`` (one (x, y) per device, data weights ``weights`` summing to 1);
+    ``previous`` is the global model one server step earlier (None: xi = 0). ``model`` is a
+    workspace."""
     model.train()
-    loss, g = _gradient(model, params, x, y)
-    step = params - previous
-    u_sq = float(step.pow(2).sum())
-    smooth = 0.0
-    if u_sq > 0:
-        _, g_prev = _gradient(model, previous, x, y)
-        smooth = float((g - g_prev).norm()) / u_sq**0.5
+    weights = np.asarray(weights, dtype=float) / float(np.sum(weights))
+    g, per_device, losses = _mean_gradient(model, params, pools, weights)
+    x_all = torch.cat([x for x, _ in pools])[:per_sample]
+    y_all = torch.cat([y for _, y in pools])[:per_sample]
     load_vector(model, params)
-    variance = _per_sample_variance(model, x[:per_sample], y[:per_sample])
-    return Probe(loss, float(g.pow(2).sum()), variance, smooth, u_sq)
+    variance = _per_sample_variance(model, x_all, y_all)
+    sizes = np.array([len(y) for _, y in pools], dtype=float)
+    spread = sum(
+        float(w) * (float((gn - g).pow(2).sum()) - variance / n)
+        for w, gn, n in zip(weights, per_device, sizes, strict=True)
+    )
+    g_sq = max(float(g.pow(2).sum()) - variance / float(sizes.sum()), 1e-12)
+    xi = 0.0
+    if previous is not None and not torch.equal(previous, params):
+        g_prev, _, _ = _mean_gradient(model, previous, pools, weights)
+        xi = float((g - g_prev).norm()) / g_sq**0.5
+    relative = losses / max(float(weights @ losses), 1e-12)
+    return Probe(g_sq, variance, max(spread, 0.0), xi, len(pools), relative)
+
+
+STEP_GRID = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _loss(model: nn.Module, params: torch.Tensor, data: Data) -> float:
+    load_vector(model, params)
+    model.eval()
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(data[0]), data[1]))
+
+
+@dataclass(frozen=True)
+class RoundCurve:
+    """The probe round at batch size ``batch``: evaluation loss after j local steps (``steps``;
+    j = 0 first) of the devices' data-weighted mean model, and their data share."""
+
+    steps: np.ndarray
+    loss: np.ndarray
+    share: float
+    batch: int
+
+
+def probe_round(
+    model: nn.Module,
+    params: torch.Tensor,
+    devices: Sequence[Data],
+    shares: np.ndarray,
+    evaluation: Data,
+    spec: LocalSpec,
+    generators: Sequence[torch.Generator],
+    steps: Sequence[int] = STEP_GRID,
+) -> RoundCurve:
+    """Each of ``devices`` (data shares ``shares`` of the population) trains from ``params`` on
+    its data (``spec``'s lr and batch); after every j in ``steps`` the data-weighted mean of
+    their models is evaluated on ``evaluation``."""
+    shares = np.asarray(shares, dtype=float)
+    weights = shares / float(shares.sum())
+    current = [params.clone() for _ in devices]
+    losses, done = [_loss(model, params, evaluation)], 0
+    for j in steps:
+        for i, (x, y) in enumerate(devices):
+            run = dataclasses.replace(spec, iterations=j - done)
+            delta, _, _ = train_local(model, current[i], x, y, run, generators[i])
+            current[i] = current[i] + delta
+        done = j
+        mean = sum(float(w) * c for w, c in zip(weights, current, strict=True))
+        assert isinstance(mean, torch.Tensor)
+        losses.append(_loss(model, mean, evaluation))
+    return RoundCurve(
+        np.array([0, *steps], dtype=float), np.array(losses), float(shares.sum()), spec.batch_size
+    )
+
+
+LOCAL_GRID = np.geomspace(1.0, 1e4, 49)
+RATE_GRID = np.geomspace(1e-6, 1e2, 161)
+
+
+def fit_round(curve: RoundCurve, quality: float) -> tuple[float, float, float]:
+    """(G, k, gamma0): G the loss before the round; k and gamma0 by least squares (on grids)
+    of the decrease G - loss(j) against G - G / (1 + k c gamma0 log(1 + j / gamma0)), with c =
+    ``quality``. A round that did not lower the loss gives the smallest k on the grid."""
+    gap = float(curve.loss[0])
+    decrease = gap - curve.loss[1:]
+    j = curve.steps[1:]
+    best = (np.inf, RATE_GRID[0], LOCAL_GRID[0])
+    for g0 in LOCAL_GRID:
+        moved = quality * g0 * np.log1p(j / g0)
+        model = gap - gap / (1 + RATE_GRID[:, None] * moved[None, :])
+        err = ((model - decrease[None, :]) ** 2).sum(axis=1)
+        i = int(np.argmin(err))
+        if err[i] < best[0] - 1e-15:
+            best = (float(err[i]), float(RATE_GRID[i]), float(g0))
+    return gap, best[1], best[2]
 
 
 def terms_from(
     probe_: Probe,
-    lr: float,
-    gap_before: float,
-    gap_after: float,
-    progress: float,
+    curve: RoundCurve,
+    samples: float,
     weight: float = 1.0,
+    relative_loss: np.ndarray | None = None,
 ) -> TaskTerms:
-    """TaskTerms for step ``lr``: rate k from G_before / G_after = 1 + k P over the warm-up's
-    data-weighted local steps P (at least 1e-4, so that a model that did not improve still
-    counts); noise / drift / staleness from the descent lemma, in the units of the measured
-    progress: the lemma's per-step gain is lr g^2, the warm-up measured (G_before - G_after) / P
-    per step, and every error term is scaled by their ratio (the lemma's constants are worst
-    cases; only their proportions are kept)."""
-    rate = max((gap_before / max(gap_after, 1e-12) - 1.0) / max(progress, 1e-12), 1e-4)
-    measured = max(gap_before - gap_after, 0.0) / max(progress, 1e-12)
-    scale = measured / max(lr * probe_.grad_sq, 1e-12)
-    big_l = probe_.smoothness
+    """TaskTerms from the probes: B_noise = sigma^2 / g^2, A0 = zeta^2 / (N g^2) and xi from
+    ``probe_``; G, k and gamma0 from the probe round ``curve`` (whose quality c is its share's
+    A / (A + A0) times its batch's B / (a B + B_noise); ``samples``: a typical device's data);
+    ``relative_loss`` (N, or None) is passed through."""
+    batch_noise = probe_.variance / probe_.grad_sq
+    spread = probe_.dissimilarity / (probe_.devices * probe_.grad_sq)
+    per_step = batch_factor(np.array([float(curve.batch)]), np.array([samples]), batch_noise)
+    quality = float(per_step[0]) * curve.share / (curve.share + max(spread, 1e-9))
+    gap, rate, local = fit_round(curve, quality)
     return TaskTerms(
-        gap=max(gap_after, 0.0),
+        gap=max(gap, 0.0),
         rate=rate,
-        noise=scale * big_l * lr**2 * probe_.variance / 2,
-        drift=scale * lr**3 * big_l**2 * probe_.grad_sq / 6,
-        staleness=scale * lr * big_l**2 * probe_.step_sq / 2,
+        spread=spread,
+        batch_noise=batch_noise,
+        local_steps=local,
+        staleness=probe_.staleness,
         weight=weight,
+        relative_loss=relative_loss,
     )

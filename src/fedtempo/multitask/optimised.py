@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -56,6 +57,7 @@ class SCAScheduler:
     energy_budget: float | None = None
     min_sessions: int = 0
     log: list[PlanRecord] = field(default_factory=list)
+    needs_terms: ClassVar[bool] = True  # the server measures the surrogate's constants for it
 
     def problem(self, ctx: PlanContext) -> MaflProblem:
         ph = self.physics

@@ -3,7 +3,10 @@
 Time is slotted into rounds of ``round_s`` seconds. Every ``step`` rounds the server asks the
 scheduler for a schedule over the next ``horizon`` rounds, validates it and commits the
 sessions that start within the step (receding horizon; the first ``warmup_rounds`` rounds are
-planned by synchronous round-robin and measure the surrogate's constants).
+planned by synchronous round-robin). Before each later plan, a scheduler that asks for them
+(``needs_terms``) gets the surrogate's constants measured at the current global models
+(``fedtempo.multitask.estimate``: gradient probes and a probe round on a few devices, not
+charged to the devices' energy).
 
 A session (device n, model m, start round t, upload round u, gamma, B) runs as a process:
 - it begins at t x round_s, or when the device finishes its previous session if that overran;
@@ -32,7 +35,7 @@ import torch
 from fedtempo.aggregation.sync import FedAvg
 from fedtempo.alloc.mafl import TaskTerms
 from fedtempo.client.local import Update, train_local
-from fedtempo.multitask.estimate import Probe, probe, terms_from
+from fedtempo.multitask.estimate import probe, probe_round, terms_from
 from fedtempo.multitask.optimised import Physics
 from fedtempo.multitask.schedule import Schedule, Session, validate
 from fedtempo.multitask.schedulers import PlanContext, round_robin
@@ -56,7 +59,9 @@ class MaflSettings:
     batch: int
     server_lr: float = 1.0
     warmup_rounds: int = 0
-    probe_samples: int = 256
+    probe_samples: int = 512  # pooled evaluation sample of the probes
+    probe_per_device: int = 128
+    probe_devices: int = 4  # devices in the probe round
 
 
 @dataclass
@@ -70,15 +75,15 @@ class RoundLog:
     energy_j: float = 0.0
 
 
-@dataclass
-class _Tracker:
-    """Per model: probe at the start of the warm-up, progress (data-weighted local steps) in it,
-    the previous global vector (for L along the last step), the constants once fitted."""
+@dataclass(frozen=True)
+class _Pools:
+    """Fixed samples of one model's training data for the probes: a few per device, a pooled
+    evaluation sample, and the devices of the probe round (those with the most data)."""
 
-    start: Probe | None = None
-    progress: float = 0.0
-    previous: torch.Tensor | None = None
-    terms: TaskTerms | None = None
+    devices: np.ndarray  # devices with data
+    per_device: list[tuple[torch.Tensor, torch.Tensor]]
+    evaluation: tuple[torch.Tensor, torch.Tensor]
+    round_devices: np.ndarray
 
 
 class MaflServer:
@@ -109,8 +114,9 @@ class MaflServer:
         self.arrivals: dict[tuple[int, int], list[Update]] = {}
         self.log: list[RoundLog] = []
         self.sessions: list[Session] = []
-        self.trackers = [_Tracker() for _ in self.tasks]
-        self._pool = [self._probe_pool(t) for t in self.tasks]
+        self.previous: list[torch.Tensor | None] = [None] * len(self.tasks)
+        self._pools = [self._probe_pools(m, t) for m, t in enumerate(self.tasks)]
+        self._probes = 0
 
     # ---- planning --------------------------------------------------------------------------
 
@@ -130,6 +136,9 @@ class MaflServer:
         return out
 
     def context(self, first: int) -> PlanContext:
+        """What the scheduler sees from round ``first``; the surrogate's constants are measured
+        only after the warm-up and for a scheduler that uses them (``needs_terms``)."""
+        measure = first >= self.s.warmup_rounds and getattr(self.scheduler, "needs_terms", False)
         horizon = min(self.s.horizon, self.s.rounds - first)
         used = np.array([self.channel_use.get(first + t, 0) for t in range(horizon)])
         return PlanContext(
@@ -143,7 +152,7 @@ class MaflServer:
             channel_used=used,
             iterations=self.s.iterations,
             batch=self.s.batch,
-            terms=self.current_terms() if first >= self.s.warmup_rounds else (),
+            terms=self.current_terms() if measure else (),
         )
 
     def plan(self, first: int, until: int) -> list[Session]:
@@ -168,42 +177,54 @@ class MaflServer:
 
     # ---- the surrogate's constants ---------------------------------------------------------
 
-    def _probe_pool(self, task: SimTask) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fixed sample of the devices' training data of ``task`` for the probes."""
-        tr = task.trainer
-        idx = np.concatenate(
-            [np.arange(len(tr.y))[tr.client_indices[c]] for c in tr.clients_with_data()]
-        )
+    def _probe_pools(self, m: int, task: SimTask) -> _Pools:
+        tr, s = task.trainer, self.s
         rng = self.rt.streams.numpy("mafl-probe", task.task)
-        pick = rng.choice(idx, size=min(self.s.probe_samples, len(idx)), replace=False)
-        sel = torch.from_numpy(np.sort(pick))
-        return tr.x[sel], tr.y[sel]
-
-    def _probe(self, m: int) -> Probe:
-        task, tr = self.tasks[m], self.trackers[m]
-        x, y = self._pool[m]
-        previous = tr.previous if tr.previous is not None else task.model.params
-        return probe(task.trainer.model, task.model.params, previous, x, y)
+        devices = np.flatnonzero(self.has_data[:, m])
+        per_device, everything = [], []
+        for n in devices:
+            idx = np.arange(len(tr.y))[tr.client_indices[n]]
+            everything.append(idx)
+            pick = np.sort(rng.choice(idx, size=min(s.probe_per_device, len(idx)), replace=False))
+            per_device.append((tr.x[pick], tr.y[pick]))
+        pool = np.concatenate(everything)
+        pick = np.sort(rng.choice(pool, min(s.probe_samples, len(pool)), replace=False))
+        ranked = devices[np.argsort(-self.samples[devices, m], kind="stable")]
+        return _Pools(devices, per_device, (tr.x[pick], tr.y[pick]), ranked[: s.probe_devices])
 
     def current_terms(self) -> tuple[TaskTerms, ...]:
-        """Fit each model's constants once, at the end of the warm-up (from the probe there and
-        the loss decrease over the warm-up); refresh the gap G_m at every plan."""
+        """Measure every model's constants at its current global model (``probe`` and
+        ``probe_round`` of ``fedtempo.multitask.estimate``)."""
+        self._probes += 1
         out = []
-        for m, tr in enumerate(self.trackers):
-            now = self._probe(m)
-            if tr.terms is None:
-                before = tr.start.loss if tr.start is not None else now.loss
-                lr = self.tasks[m].trainer.spec.lr
-                tr.terms = terms_from(now, lr, before, now.loss, tr.progress, self.weights[m])
-            out.append(dataclasses.replace(tr.terms, gap=max(now.loss, 0.0)))
+        for m, task in enumerate(self.tasks):
+            pools, tr = self._pools[m], task.trainer
+            rho = self.samples[:, m] / self.samples[:, m].sum()
+            params = task.model.params
+            measured = probe(
+                tr.model, params, self.previous[m], pools.per_device, rho[pools.devices]
+            )
+            chosen = pools.round_devices
+            gens = [self.rt.streams.torch("mafl-probe-round", m, self._probes, n) for n in chosen]
+            curve = probe_round(
+                tr.model,
+                params,
+                [tr.data(int(n)) for n in chosen],
+                rho[chosen],
+                pools.evaluation,
+                dataclasses.replace(tr.spec, batch_size=self.s.batch),
+                gens,
+            )
+            typical = float(np.median(self.samples[pools.devices, m]))
+            relative = np.ones(self.devices)
+            relative[pools.devices] = measured.relative_loss
+            out.append(terms_from(measured, curve, typical, self.weights[m], relative))
         return tuple(out)
 
     # ---- execution -------------------------------------------------------------------------
 
     def run(self) -> Generator[Any, Any, None]:
         env, s = self.rt.env, self.s
-        for m in range(len(self.tasks)):
-            self.trackers[m].start = self._probe(m)
         pending: list[Session] = []
         next_plan = 0
         for r in range(s.rounds):
@@ -226,7 +247,7 @@ class MaflServer:
             updates = self.arrivals.pop((m, r), [])
             if not updates:
                 continue
-            self.trackers[m].previous = task.model.params
+            self.previous[m] = task.model.params
             task.model.params = self.rule.aggregate(task.model.params, updates)
             task.model.version += 1
             task.model.updates_applied += len(updates)
@@ -264,9 +285,6 @@ class MaflServer:
         self.device_free[n] = env.now
         arrived = int(env.now // s.round_s)
         self.log[min(arrived, len(self.log) - 1)].energy_j += e_cmp + e_up
-        self.trackers[x.model].progress += (
-            steps * self.samples[n, x.model] / self.samples[:, x.model].sum()
-        )
         update = Update(n, x.model, version, delta, len(data_y), steps, loss, bits // 8)
         self.arrivals.setdefault((x.model, arrived), []).append(
             dataclasses.replace(update, energy_j=e_cmp + e_up)
