@@ -24,6 +24,7 @@ already keeps devices off rounds in which they are unavailable).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -115,7 +116,6 @@ class MaflServer:
         self.log: list[RoundLog] = []
         self.sessions: list[Session] = []
         self.previous: list[torch.Tensor | None] = [None] * len(self.tasks)
-        self._pools = [self._probe_pools(m, t) for m, t in enumerate(self.tasks)]
         self._probes = 0
 
     # ---- planning --------------------------------------------------------------------------
@@ -176,6 +176,12 @@ class MaflServer:
         return committed
 
     # ---- the surrogate's constants ---------------------------------------------------------
+
+    @functools.cached_property
+    def _pools(self) -> list[_Pools]:
+        """Drawn on the first measurement (a scheduler without ``needs_terms`` never pays for
+        them); each model's draw has its own stream, so when it happens changes nothing."""
+        return [self._probe_pools(m, t) for m, t in enumerate(self.tasks)]
 
     def _probe_pools(self, m: int, task: SimTask) -> _Pools:
         tr, s = task.trainer, self.s
