@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import platform
 import resource
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,14 @@ def machine() -> dict[str, Any]:
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far (Linux ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def tail_mean(curve: list[tuple[float, float]], end: float, window: float = 30.0) -> float:
+    """Mean accuracy over the last ``window`` virtual seconds of a (time, accuracy) curve that
+    ends at ``end`` (the last point if none falls in the window): single evaluations swing with
+    the updates that happened to arrive just before them."""
+    tail = [a for t, a in curve if t >= end - window] or [curve[-1][1]]
+    return statistics.fmean(tail)
 
 
 def save_plot(fig: Any, name: str, quick: bool) -> Path:

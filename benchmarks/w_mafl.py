@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import save_plot, write_results
+from common import save_plot, tail_mean, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/w_mafl.toml"
@@ -43,13 +43,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     config = load(CONFIG, job["overrides"])
     summary, result = run_experiment(config, None)
     plans = summary.get("plans", [])
-    end = result.virtual_time
+    evaluations = result.recorder.evaluations
     tail = [
-        statistics.fmean(
-            [e.accuracy for e in result.recorder.evaluations if e.task == m and e.time >= end - 30]
-            or [t["final_accuracy"]]
-        )
-        for m, t in enumerate(summary["tasks"])
+        tail_mean([(e.time, e.accuracy) for e in evaluations if e.task == m], result.virtual_time)
+        for m in range(len(summary["tasks"]))
     ]
     return {
         **job,

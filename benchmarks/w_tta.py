@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, save_plot, write_results
+from common import RESULTS, save_plot, tail_mean, write_results
 from rich.console import Console
 from rich.table import Table
 
@@ -122,10 +122,9 @@ def fresh_run(job: dict[str, Any]) -> dict[str, Any]:
     config = validate(apply_overrides(data, overrides), job["method"])
     summary, result = run_experiment(config, None)
     curve = [(e.time, e.accuracy) for e in result.recorder.evaluations]
-    tail = [a for t, a in curve if t >= job["budget"] - 30.0] or [curve[-1][1]]
     return {
         **job,
-        "final": statistics.fmean(tail),
+        "final": tail_mean(curve, job["budget"]),
         "curve": curve,
         "wall_s": summary["wall_s"],
         "updates": summary["updates_applied"],
