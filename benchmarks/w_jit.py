@@ -105,10 +105,11 @@ class Parties:
     def __init__(self, pop: Population, intermittent: np.ndarray, per_job: int, bits: float):
         self.pop, self.intermittent, self.per_job, self.bits = pop, intermittent, per_job, bits
 
-    def duration(self, c: int, start: float) -> float:
+    def duration(self, c: int, start: float, draw: tuple[int, ...]) -> float:
+        """A session of party c from ``start``; ``draw`` names it (its compute noise)."""
         p = self.pop
         down = p.download_time(c, self.bits, start)
-        comp = p.compute_time(c, ROUND_FLOPS, start + down)
+        comp = p.compute_time(c, ROUND_FLOPS, start + down, draw)
         return down + comp + p.upload_time(c, self.bits, start + down + comp)
 
     def ready(self, c: int, t: float) -> float:
@@ -119,10 +120,10 @@ class Parties:
     def arrival(self, job: int, party: int, round_: int, t0: float) -> float:
         c = job * self.per_job + party
         start = self.ready(c, t0)
-        for _ in range(100):  # windows tried before giving up on the round
+        for attempt in range(100):  # windows tried before giving up on the round
             if not math.isfinite(start):
                 return math.inf
-            d = self.duration(c, start)
+            d = self.duration(c, start, (job, round_, attempt))
             if not self.intermittent[c]:
                 return start + d
             end = self.pop.availability.window_end(c, start)
@@ -176,7 +177,8 @@ def make_jobs(
     jobs = []
     for j in range(count):
         profile = np.array(
-            [parties.duration(j * per_job + p, 0.0) for p in range(per_job)], dtype=np.float64
+            [parties.duration(j * per_job + p, 0.0, (j, 0, 0)) for p in range(per_job)],
+            dtype=np.float64,
         )
         quorum = int(0.7 * per_job)
         jobs.append(Job(j, per_job, rounds, quorum, deploy, fuse, profile, fusion))  # type: ignore[arg-type]

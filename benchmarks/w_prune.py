@@ -55,9 +55,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     built = build(config, Recorder())
     t0 = time.perf_counter()
     result = built.simulation.run()
-    server = built.pruned
-    assert server is not None
-    log = server.log
+    assert built.pruned is not None
+    log = built.rounds.state.log
     return {
         **job,
         "wall_s": time.perf_counter() - t0,

@@ -12,7 +12,8 @@ import numpy as np
 import simpy
 import torch
 
-from fedtempo.aggregation.sync import FedAvg
+from fedtempo.aggregation.sync import FedAvg, SyncRule
+from fedtempo.algorithms.fedavg import FedAvgRounds
 from fedtempo.client.local import LocalSpec, Update, evaluate
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data.datasets import ArrayDataset
@@ -21,8 +22,9 @@ from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.executor import InlineExecutor
 from fedtempo.sim.recorder import Recorder
-from fedtempo.sim.session import Runtime
+from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import GlobalModel, SimTask
+from fedtempo.sim.timeline import Runtime
 from fedtempo.system.availability import AlwaysOn, Availability
 from fedtempo.system.devices import DeviceModel
 
@@ -68,7 +70,9 @@ class ScriptedDevices:
     def _t(self, client: int) -> Timing:
         return self.timings.get(client, self.default)
 
-    def compute_time(self, client: int, flops: float, now: float) -> float:
+    def compute_time(
+        self, client: int, flops: float, now: float, draw: tuple[int, ...] = ()
+    ) -> float:
         return self._t(client).compute
 
     def upload_time(self, client: int, bits: float, now: float) -> float:
@@ -146,4 +150,20 @@ def runtime(
         InlineExecutor({task.task: task.trainer}),
         Recorder(),
         Streams(seed),
+    )
+
+
+def fedavg_driver(
+    rt: Runtime,
+    task: SimTask,
+    *,
+    rule: SyncRule,
+    clients_per_round: int,
+    rounds: int,
+    deadline: float | None = None,
+) -> RoundDriver:
+    """FedAvg rounds of ``task`` reduced by ``rule`` (e.g. a ``RecordingFedAvg``)."""
+    algorithm = FedAvgRounds(rule, task.workload())
+    return RoundDriver(
+        rt, task, algorithm, rounds=rounds, clients_per_round=clients_per_round, deadline=deadline
     )

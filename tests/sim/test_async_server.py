@@ -14,9 +14,16 @@ from fedtempo.aggregation import (
     MixStep,
 )
 from fedtempo.client.local import LocalSpec
-from fedtempo.sim import SimTask, Simulation, SyncServer
+from fedtempo.sim import SimTask, Simulation
 from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
-from fedtempo.testing import RecordingFedAvg, ScriptedDevices, Timing, runtime, tiny_task
+from fedtempo.testing import (
+    RecordingFedAvg,
+    ScriptedDevices,
+    Timing,
+    fedavg_driver,
+    runtime,
+    tiny_task,
+)
 
 
 def _run_async(
@@ -99,7 +106,7 @@ def test_fedbuff_with_buffer_equal_cohort_equals_a_fedavg_round() -> None:
     rt = runtime(b, devices)
 
     def sync(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
-        return SyncServer(rt, t, rule=RecordingFedAvg(), clients_per_round=4, rounds=1).run()
+        return fedavg_driver(rt, t, rule=RecordingFedAvg(), clients_per_round=4, rounds=1).run()
 
     Simulation([b], [sync], rt.executor, rt.recorder, env=rt.env).run()
     assert a.model.version == b.model.version == 1

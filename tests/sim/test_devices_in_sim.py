@@ -7,11 +7,18 @@ import math
 import numpy as np
 import simpy
 
-from fedtempo.sim import SharedUplink, SimTask, Simulation, SyncServer
+from fedtempo.sim import SharedUplink, SimTask, Simulation
 from fedtempo.sim.executor import TrainingJob
-from fedtempo.sim.session import session
+from fedtempo.sim.timeline import session
 from fedtempo.system import ConstantLink, IntervalAvailability
-from fedtempo.testing import RecordingFedAvg, ScriptedDevices, Timing, runtime, tiny_task
+from fedtempo.testing import (
+    RecordingFedAvg,
+    ScriptedDevices,
+    Timing,
+    fedavg_driver,
+    runtime,
+    tiny_task,
+)
 
 
 def _run_sync(task: SimTask, devices: ScriptedDevices, rounds: int, k: int):  # type: ignore[no-untyped-def]
@@ -19,7 +26,7 @@ def _run_sync(task: SimTask, devices: ScriptedDevices, rounds: int, k: int):  # 
     rule = RecordingFedAvg()
 
     def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
-        return SyncServer(rt, t, rule=rule, clients_per_round=k, rounds=rounds).run()
+        return fedavg_driver(rt, t, rule=rule, clients_per_round=k, rounds=rounds).run()
 
     Simulation([task], [server], rt.executor, rt.recorder, env=rt.env).run()
     return rt.recorder, rule

@@ -14,7 +14,6 @@ from fedtempo.errors import ConfigError
 from fedtempo.experiment.build import Built, build
 from fedtempo.experiment.config import load
 from fedtempo.personalize.masks import kept_count, upload_bytes
-from fedtempo.rng import Streams
 from fedtempo.sim.recorder import Recorder
 
 PRUNED = [
@@ -39,11 +38,11 @@ def test_no_personal_part_and_no_pruning_is_fedavg() -> None:
     task = built.task
     start = task.model.params.clone()
     built.simulation.run()
-    trainer, streams = task.trainer, Streams(0)
+    trainer = task.trainer
     updates = []
     for c in trainer.clients_with_data():
         x, y = trainer.data(c)
-        gen = streams.torch("train", 0, c, 0)
+        gen = trainer.generator(c, 0, 0)  # FedAvg's stream: version 0, first dispatch
         delta, steps, loss = train_local(trainer.model, start, x, y, trainer.spec, gen)
         updates.append(Update(c, 0, 0, delta, trainer.num_samples(c), steps, loss))
     expected = FedAvg(1.0).aggregate(start, updates)
@@ -54,12 +53,13 @@ def test_kkt_rounds_meet_the_threshold_and_keep_personal_parts_home() -> None:
     built = _built()
     server, task = built.pruned, built.task
     assert server is not None
-    personal = server.state.personal
+    personal = server.personal
     init = task.model.params[personal].clone()
     result = built.simulation.run()
-    assert len(server.log) == 2
+    state = built.rounds.state
+    assert len(state.log) == 2
     mask_bits = 8 * math.ceil(server.global_numel / 8) + 32  # bitmap + the ceil of kept
-    for r in server.log:
+    for r in state.log:
         p, alloc = r.problem, r.allocation
         served = [i for i, c in enumerate(r.clients) if c not in r.left_out]
         assert served and alloc.bandwidth.sum() <= p.bandwidth * (1 + 1e-9)
@@ -69,11 +69,11 @@ def test_kkt_rounds_meet_the_threshold_and_keep_personal_parts_home() -> None:
         assert np.any(alloc.rho[served] > 0)  # the threshold (half the worst) forces pruning
     # The global model's personal entries never changed; every device has its own.
     assert torch.equal(task.model.params[personal], init)
-    parts = server.state.parts
+    parts = state.parts
     assert sorted(parts) == list(range(6))
     assert not torch.equal(parts[0], parts[1])
     # Event log: each served device computes then uploads its real pruned size.
-    first = server.log[0]
+    first = state.log[0]
     uploads = [e for e in result.recorder.events if e.kind == "upload" and e.version == 0]
     by_client = {e.client: e for e in uploads}
     for i, c in enumerate(first.clients):
@@ -95,7 +95,7 @@ def test_pruned_runs_are_bit_identical_and_fixed_ratio_prunes() -> None:
     fixed = _built("server.pruning.policy=fixed", "server.pruning.ratio=0.5")
     fixed.simulation.run()
     assert fixed.pruned is not None
-    assert all(np.all(r.allocation.rho == 0.5) for r in fixed.pruned.log)
+    assert all(np.all(r.allocation.rho == 0.5) for r in fixed.rounds.state.log)
 
 
 @pytest.mark.parametrize(

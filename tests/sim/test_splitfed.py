@@ -42,19 +42,19 @@ def _built(root: Path, *extra: str) -> Built:
 def test_splitfed_trains_the_fedavg_model_at_the_planned_latency(shared_mnist: Path) -> None:
     split = _built(shared_mnist)
     result = split.simulation.run()
-    server = split.split
-    assert server is not None and len(server.log) == 2
-    cuts = np.concatenate([r.plan.cuts for r in server.log])
+    server, log = split.split, split.rounds.state.log
+    assert server is not None and len(log) == 2
+    cuts = np.concatenate([r.plan.cuts for r in log])
     assert np.any(cuts < 4) and np.any(cuts == 4)  # some devices split, some train alone
     fedavg = _built(shared_mnist, "server.algorithm=fedavg")
     fedavg.simulation.run()
     assert torch.allclose(split.task.model.params, fedavg.task.model.params, atol=1e-6, rtol=0)
     # Constant links and compute: each device's clock time is exactly the plan's T_n.
-    for r in server.log:
+    for r in log:
         assert np.allclose(r.measured, r.plan.latency, rtol=1e-9)
         assert r.plan.shares.sum() <= 1 + 1e-9
     # Each split device sends its activations once per iteration; plain ones never do.
-    first = server.log[0]
+    first = log[0]
     smashed = [e for e in result.recorder.events if e.kind == "smashed" and e.version == 0]
     for i, c in enumerate(first.clients):
         sent = [e for e in smashed if e.client == c]

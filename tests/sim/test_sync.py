@@ -5,8 +5,15 @@ from __future__ import annotations
 import simpy
 import torch
 
-from fedtempo.sim import Recorder, SimTask, Simulation, SyncServer
-from fedtempo.testing import RecordingFedAvg, ScriptedDevices, Timing, runtime, tiny_task
+from fedtempo.sim import Recorder, SimTask, Simulation
+from fedtempo.testing import (
+    RecordingFedAvg,
+    ScriptedDevices,
+    Timing,
+    fedavg_driver,
+    runtime,
+    tiny_task,
+)
 
 
 def _simulate(
@@ -24,7 +31,7 @@ def _simulate(
     recording = rule or RecordingFedAvg()
 
     def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
-        return SyncServer(
+        return fedavg_driver(
             rt, t, rule=recording, clients_per_round=k, rounds=rounds, deadline=deadline
         ).run()
 

@@ -49,7 +49,12 @@ class LocalSpec:
 
 @dataclass(frozen=True)
 class Update:
-    """What a client sends back (SPEC section 0). ``delta`` = local model - start model."""
+    """What a client sends back (SPEC section 0). ``delta`` = local model - start model.
+
+    ``keep``: for a partial upload (a pruned global part), the boolean mask over the flat vector
+    of the entries the upload carries; None means every entry. ``bytes_sent`` and ``energy_j``
+    are filled in by the driver once the upload has landed.
+    """
 
     client: int
     task: int
@@ -60,6 +65,7 @@ class Update:
     loss: float
     bytes_sent: int = 0
     energy_j: float = 0.0
+    keep: torch.Tensor | None = None
 
 
 def batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,13 +25,27 @@ def _compact(idx: np.ndarray) -> Indices:
     return torch.from_numpy(idx)
 
 
+@dataclass(frozen=True)
+class PersonalSetup:
+    """A task whose devices keep a personal part: ``mask`` marks its entries of the flat vector;
+    ``spec`` is the personal phase's local procedure (the global phase uses the trainer's)."""
+
+    mask: torch.Tensor
+    spec: LocalSpec
+
+
 class ClientTrainer:
     """Trains any client of one task from a given start vector.
 
     One model object is reused as a workspace for every client (no per-client model copies); the
     result depends only on (seed, task, client, base version, dispatch number), never on which
-    clients trained before.
+    clients trained before. ``personal`` (pruned, personalized tasks) and ``blocks`` (the model
+    as named blocks sharing its modules, for split training) are set by the build when the
+    task's algorithm needs them.
     """
+
+    personal: PersonalSetup | None = None
+    blocks: nn.Sequential | None = None
 
     def __init__(
         self,

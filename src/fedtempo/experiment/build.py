@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import simpy
@@ -15,10 +16,14 @@ import torch
 from fedtempo.aggregation import asynchronous as agg
 from fedtempo.aggregation import staleness as st
 from fedtempo.aggregation.sync import FedAvg
+from fedtempo.algorithms.fedavg import FedAvgRounds
+from fedtempo.algorithms.protocol import RoundAlgorithm
+from fedtempo.algorithms.pruned import PrunedRounds, PrunedState, personalized_evaluator
+from fedtempo.algorithms.splitfed import Planner, SplitFedRounds
 from fedtempo.alloc import sfl
 from fedtempo.alloc.pruning import equal_share, solve_admitting
 from fedtempo.client.local import LocalSpec, evaluate
-from fedtempo.client.trainer import ClientTrainer
+from fedtempo.client.trainer import ClientTrainer, PersonalSetup
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
@@ -33,12 +38,10 @@ from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
 from fedtempo.sim.engine import ServerFactory, Simulation
 from fedtempo.sim.executor import BatchingExecutor, Executor, InlineExecutor
 from fedtempo.sim.parallel import ProcessExecutor
-from fedtempo.sim.pruned import PersonalState, PrunedServer, personalized_evaluator
 from fedtempo.sim.recorder import Recorder
-from fedtempo.sim.session import Runtime
-from fedtempo.sim.splitfed import Planner, SplitFedServer
-from fedtempo.sim.sync import SyncServer
+from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import GlobalModel, SimTask
+from fedtempo.sim.timeline import Runtime
 from fedtempo.sim.uplink import SharedUplink
 from fedtempo.split.models import splittable
 from fedtempo.split.profile import profile_cuts
@@ -55,8 +58,22 @@ class Built:
     population: Population
     train_sizes: np.ndarray
     client_test: list[np.ndarray]
-    pruned: PrunedServer | None = None  # the server of a pruned run (its per-round log)
-    split: SplitFedServer | None = None  # the server of a splitfed run (its per-round log)
+    driver: RoundDriver | AsyncServer | None = None  # its state holds the per-round logs
+    algorithm: RoundAlgorithm[Any] | None = None  # the round algorithm of a synchronous run
+
+    @property
+    def pruned(self) -> PrunedRounds | None:
+        return self.algorithm if isinstance(self.algorithm, PrunedRounds) else None
+
+    @property
+    def split(self) -> SplitFedRounds | None:
+        return self.algorithm if isinstance(self.algorithm, SplitFedRounds) else None
+
+    @property
+    def rounds(self) -> RoundDriver:
+        """The round driver of a synchronous run."""
+        assert isinstance(self.driver, RoundDriver), "not a synchronous run"
+        return self.driver
 
 
 def load_data(config: ExperimentConfig, streams: Streams) -> DataBundle:
@@ -126,24 +143,15 @@ def async_rule(s: ServerConfig) -> agg.AsyncAggregator:
     return agg.AsyncAggregator(st.Euclidean(e.lam, e.epsilon), agg.DeltaStep(1.0))
 
 
-def server_factory(s: ServerConfig, rt: Runtime) -> ServerFactory:
-    """The server process of the configured algorithm."""
-    if not s.is_async:
-        return lambda env, task: SyncServer(
-            rt,
-            task,
-            rule=FedAvg(s.server_lr),
-            clients_per_round=s.clients_per_round,
-            rounds=s.rounds,
-            deadline=s.deadline,
-        ).run()
+def async_driver(s: ServerConfig, rt: Runtime, task: SimTask) -> AsyncServer:
+    """The asynchronous driver of the configured rule."""
     e = s.asyncfeded
     epochs = (
         AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max)
         if s.algorithm == "asyncfeded"
         else None
     )
-    return lambda env, task: AsyncServer(
+    return AsyncServer(
         rt,
         task,
         rule=async_rule(s),
@@ -151,6 +159,20 @@ def server_factory(s: ServerConfig, rt: Runtime) -> ServerFactory:
         max_updates=s.max_updates,
         dispatch=s.dispatch,
         epochs=epochs,
+    )
+
+
+def server_factory(s: ServerConfig, rt: Runtime) -> ServerFactory:
+    """The server process of an asynchronous rule or of FedAvg/FedProx rounds."""
+    if s.is_async:
+        return lambda env, task: async_driver(s, rt, task).run()
+    return lambda env, task: RoundDriver(
+        rt,
+        task,
+        FedAvgRounds(FedAvg(s.server_lr), task.workload()),
+        rounds=s.rounds,
+        clients_per_round=s.clients_per_round,
+        deadline=s.deadline,
     ).run()
 
 
@@ -212,19 +234,41 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         0, config.name, trainer, profile, GlobalModel(flatten(model)), _evaluator(model, bundle)
     )
     population = build_population(config.devices, len(client_train), streams)
+    s = config.server
+    algorithm: RoundAlgorithm[Any] | None = None
+    if s.algorithm == "pruned":
+        algorithm = pruned_rounds(config, task, population)
+    elif s.algorithm == "splitfed":
+        algorithm = splitfed_rounds(config, task, bundle.train.input_shape, population, streams)
+    elif not s.is_async:
+        algorithm = FedAvgRounds(FedAvg(s.server_lr), task.workload())
+    # after the algorithm has set the trainer up: a process pool ships it to its workers once
     executor = make_executor(config, {0: trainer}, profile.train_flops)
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     rt = Runtime(env, population, executor, recorder, streams, uplink)
-    pruned, split = None, None
-    if config.server.algorithm == "pruned":
-        pruned = pruned_server(config, rt, task, bundle, client_test, population)
-        server: ServerFactory = lambda env, task: pruned.run()  # noqa: E731
-    elif config.server.algorithm == "splitfed":
-        split = splitfed_server(config, rt, task, bundle.train.input_shape, population)
-        server = lambda env, task: split.run()  # noqa: E731
+    driver: RoundDriver | AsyncServer
+    if algorithm is None:
+        driver = async_driver(s, rt, task)
     else:
-        server = server_factory(config.server, rt)
+        driver = RoundDriver(
+            rt,
+            task,
+            algorithm,
+            rounds=s.rounds,
+            clients_per_round=s.clients_per_round,
+            deadline=s.deadline,
+        )
+    if isinstance(algorithm, PrunedRounds):
+        held = driver
+        task.evaluate = personalized_evaluator(
+            lambda: _pruned_state(held),
+            copy.deepcopy(model),
+            bundle.train.x,
+            bundle.train.y,
+            client_test,
+        )
+    server: ServerFactory = lambda env, task: driver.run()  # noqa: E731
     sim = Simulation(
         [task],
         [server],
@@ -235,7 +279,12 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         env=env,
     )
     sizes = np.array([len(c) for c in client_train], dtype=np.int64)
-    return Built(sim, task, population, sizes, client_test, pruned, split)
+    return Built(sim, task, population, sizes, client_test, driver, algorithm)
+
+
+def _pruned_state(driver: RoundDriver | AsyncServer) -> PrunedState:
+    assert isinstance(driver, RoundDriver) and isinstance(driver.state, PrunedState)
+    return driver.state
 
 
 def sfl_planner(sc: SplitConfig, num_cuts: int, streams: Streams) -> Planner:
@@ -259,51 +308,41 @@ def sfl_planner(sc: SplitConfig, num_cuts: int, streams: Streams) -> Planner:
     return planners[sc.planner]
 
 
-def splitfed_server(
+def splitfed_rounds(
     config: ExperimentConfig,
-    rt: Runtime,
     task: SimTask,
     input_shape: tuple[int, ...],
     population: Population,
-) -> SplitFedServer:
-    """The SplitFed server: the task's model in blocks, its per-cut profile, the planner."""
+    streams: Streams,
+) -> SplitFedRounds:
+    """SplitFed rounds: the task's model in blocks (set on its trainer), its per-cut profile,
+    the planner."""
     sc = config.server.split
-    model = splittable(config.model.name, task.trainer.model)
-    profile = profile_cuts(copy.deepcopy(model), input_shape)
+    blocks = splittable(config.model.name, task.trainer.model)
+    task.trainer.blocks = blocks
+    profile = profile_cuts(copy.deepcopy(blocks), input_shape)
     speeds = np.asarray(population.compute.flops_per_s, dtype=np.float64)
     server_flops = sc.server_flops or sc.server_factor * float(np.median(speeds))
-    return SplitFedServer(
-        rt,
-        task,
-        model=model,
-        profile=profile,
-        planner=sfl_planner(sc, len(profile.names), rt.streams),
-        server_flops=server_flops,
-        clients_per_round=config.server.clients_per_round,
-        rounds=config.server.rounds,
+    return SplitFedRounds(
+        task.workload(),
+        profile,
+        sfl_planner(sc, len(profile.names), streams),
+        server_flops,
     )
 
 
-def pruned_server(
+def pruned_rounds(
     config: ExperimentConfig,
-    rt: Runtime,
     task: SimTask,
-    bundle: DataBundle,
-    client_test: list[np.ndarray],
     population: Population,
-) -> PrunedServer:
-    """The pruned-personalized server; sets the task's evaluator to the personalized one."""
+) -> PrunedRounds:
+    """Pruned-personalized rounds; sets the personal setup on the task's trainer."""
     pc, model = config.server.pruning, task.trainer.model
     names = [last_layer(model)] if pc.personal is None else list(pc.personal)
     try:
         mask = personal_mask(model, names)
     except ValueError as exc:
         raise ConfigError(f"server.pruning.personal: {exc}") from None
-    state = PersonalState(mask, task.model.params[mask].clone())
-    workspace = copy.deepcopy(model)
-    task.evaluate = personalized_evaluator(
-        state, workspace, bundle.train.x, bundle.train.y, client_test
-    )
     uplink = population.uplink
     assert isinstance(uplink, WirelessLink)  # the config requires a wireless uplink
     fixed = pc.ratio
@@ -311,17 +350,16 @@ def pruned_server(
     personal_spec = task.trainer.spec
     if pc.personal_iterations:
         personal_spec = dataclasses.replace(personal_spec, iterations=pc.personal_iterations)
-    return PrunedServer(
-        rt,
-        task,
-        state=state,
-        channel=uplink,
-        policy=policy,
+    task.trainer.personal = PersonalSetup(mask, personal_spec)
+    return PrunedRounds(
+        task.workload(),
+        mask,
+        personal_spec,
+        uplink,
+        policy,
         bandwidth_hz=pc.bandwidth_hz,
+        rho_max=pc.rho_max,
+        clients_per_round=config.server.clients_per_round,
         threshold_s=pc.threshold_s,
         threshold_factor=pc.threshold_factor,
-        rho_max=pc.rho_max,
-        personal_spec=personal_spec,
-        clients_per_round=config.server.clients_per_round,
-        rounds=config.server.rounds,
     )

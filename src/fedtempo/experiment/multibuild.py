@@ -25,8 +25,8 @@ from fedtempo.sim.engine import Simulation
 from fedtempo.sim.executor import InlineExecutor
 from fedtempo.sim.multitask import MaflServer, MaflSettings
 from fedtempo.sim.recorder import Recorder
-from fedtempo.sim.session import Runtime
 from fedtempo.sim.task import GlobalModel, SimTask
+from fedtempo.sim.timeline import Runtime
 from fedtempo.system.population import Population
 
 

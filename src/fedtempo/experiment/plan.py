@@ -11,7 +11,7 @@ from fedtempo.errors import ConfigError
 from fedtempo.experiment.build import build, sfl_planner
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.sim.recorder import Recorder
-from fedtempo.sim.sync import sample_cohort
+from fedtempo.sim.rounds import SimView, sample_cohort
 from fedtempo.system.availability import available_at
 
 
@@ -36,14 +36,14 @@ def plan_sfl(config: ExperimentConfig, max_combinations: int = 2_000_000) -> Sfl
             f"server.algorithm: planning SFL needs 'splitfed', got {config.server.algorithm!r}"
         )
     built = build(config, Recorder())
-    server = built.split
-    assert server is not None
-    rt = server.rt
-    candidates = available_at(rt.devices.availability, server.eligible, 0.0)
+    split, driver = built.split, built.rounds
+    assert split is not None
+    rt = driver.rt
+    candidates = available_at(rt.devices.availability, driver.eligible, 0.0)
     if not candidates:
         raise ConfigError("devices.availability: no device with data is available at time 0")
     clients = sample_cohort(rt, 0, 0, candidates, config.server.clients_per_round)
-    p = server.problem(clients, 0.0)
+    p = split.problem(clients, SimView(rt, built.task, {}, 0.0))
     sc = config.server.split
     runs = {
         "plain FL": sfl.plain_fl,
@@ -67,4 +67,4 @@ def plan_sfl(config: ExperimentConfig, max_combinations: int = 2_000_000) -> Sfl
             skipped[name] = str(exc)
             continue
         policies[name] = (alloc, time.perf_counter() - t0)
-    return SflPlan(clients, server.profile.names, p, server.planner(p), policies, skipped)
+    return SflPlan(clients, split.profile.names, p, split.planner(p), policies, skipped)

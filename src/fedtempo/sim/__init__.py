@@ -1,11 +1,12 @@
-"""The virtual-clock engine (SimPy), executors for client training, servers, the recorder."""
+"""The virtual-clock driver (SimPy): one device timeline, the round and asynchronous drivers,
+executors for client training, the recorder, the multi-job aggregation service."""
 
 from fedtempo.sim.engine import SimResult, Simulation
 from fedtempo.sim.executor import Executor, InlineExecutor, TrainingJob
 from fedtempo.sim.recorder import Evaluation, Event, Recorder
-from fedtempo.sim.session import Runtime, session
-from fedtempo.sim.sync import SyncServer
+from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import GlobalModel, SimTask
+from fedtempo.sim.timeline import Runtime, session, timeline
 from fedtempo.sim.uplink import SharedUplink
 
 __all__ = [
@@ -15,12 +16,13 @@ __all__ = [
     "GlobalModel",
     "InlineExecutor",
     "Recorder",
+    "RoundDriver",
     "Runtime",
     "SharedUplink",
     "SimResult",
     "SimTask",
     "Simulation",
-    "SyncServer",
     "TrainingJob",
     "session",
+    "timeline",
 ]

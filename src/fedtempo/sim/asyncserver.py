@@ -21,8 +21,8 @@ from fedtempo.aggregation.asynchronous import AsyncAggregator, AsyncState, adapt
 from fedtempo.client.local import Update
 from fedtempo.sim.clock import after_instant
 from fedtempo.sim.executor import TrainingJob
-from fedtempo.sim.session import Runtime, session
 from fedtempo.sim.task import SimTask
+from fedtempo.sim.timeline import Runtime, session
 from fedtempo.system.availability import available_at
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedtempo.algorithms.jobs import TrainingJob, run_job
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.errors import ConfigError
-from fedtempo.sim.executor import Handle, TrainingJob, run_job
+from fedtempo.sim.executor import Handle
 
 
 class _TrainerActor:
@@ -39,6 +40,9 @@ class _RayHandle:
 
         out: Update = ray.get(self._ref)
         return out
+
+    def cancel(self) -> None:
+        pass  # an actor task already queued runs anyway; its result is dropped
 
 
 class RayExecutor:

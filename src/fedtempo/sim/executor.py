@@ -8,37 +8,30 @@ never be computed. Results must not depend on the executor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-import torch
-
+from fedtempo.algorithms.jobs import TrainingJob, run_job
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
 
-
-@dataclass(frozen=True)
-class TrainingJob:
-    """One client training: which task and client, from which model version and vector."""
-
-    task: int
-    client: int
-    base_version: int
-    start: torch.Tensor
-    dispatch: int = 0
-    epochs: int | None = None
-
-
-def run_job(trainer: ClientTrainer, job: TrainingJob) -> Update:
-    """Run ``job`` on ``trainer``: what every executor does, wherever it runs."""
-    return trainer.train(job.client, job.base_version, job.start, job.dispatch, job.epochs)
+__all__ = ["BatchingExecutor", "Executor", "Handle", "InlineExecutor", "TrainingJob", "run_job"]
 
 
 class Handle(Protocol):
+    """A submitted training. ``result`` blocks until the update is there (computing it, for a
+    lazy executor); ``cancel`` says it will never be asked for (a failed or interrupted
+    session), so an executor may skip it."""
+
     def result(self) -> Update: ...
+
+    def cancel(self) -> None: ...
 
 
 class Executor(Protocol):
+    """Runs ``TrainingJob``s for a driver. Contract: the update of a job depends only on the
+    job and the task's trainer (``run_job``), never on the executor, the order of submissions
+    or which other jobs ran; ``close`` releases workers and drops what was never consumed."""
+
     def submit(self, job: TrainingJob) -> Handle: ...
 
     def close(self) -> None: ...
@@ -54,6 +47,9 @@ class _LazyHandle:
         if self._update is None:
             self._update = run_job(self._trainer, self._job)
         return self._update
+
+    def cancel(self) -> None:
+        pass  # never computed unless asked for
 
 
 class InlineExecutor:
@@ -81,6 +77,9 @@ class _BatchHandle:
         assert self.update is not None
         return self.update
 
+    def cancel(self) -> None:
+        self._owner.drop(self)
+
 
 class BatchingExecutor:
     """Lazy like InlineExecutor, but when a result is needed, every pending training of that
@@ -93,9 +92,16 @@ class BatchingExecutor:
         self._pending: dict[int, list[_BatchHandle]] = {}
 
     def submit(self, job: TrainingJob) -> Handle:
+        if not job.is_plain:  # other procedures (pruned, split, sized) run one by one
+            return _LazyHandle(self.trainers[job.task], job)
         handle = _BatchHandle(self, job)
         self._pending.setdefault(job.task, []).append(handle)
         return handle
+
+    def drop(self, handle: _BatchHandle) -> None:
+        queue = self._pending.get(handle.job.task, [])
+        if handle in queue:
+            queue.remove(handle)
 
     def run_pending(self, wanted: _BatchHandle) -> None:
         queue = self._pending[wanted.job.task]

@@ -40,8 +40,8 @@ from fedtempo.multitask.estimate import probe, probe_round, terms_from
 from fedtempo.multitask.optimised import Physics
 from fedtempo.multitask.schedule import Schedule, Session, validate
 from fedtempo.multitask.schedulers import PlanContext, round_robin
-from fedtempo.sim.session import Runtime
 from fedtempo.sim.task import SimTask
+from fedtempo.sim.timeline import Runtime
 
 Scheduler = Callable[[PlanContext], Schedule]
 

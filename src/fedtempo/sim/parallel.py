@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import torch.multiprocessing as tmp
 
+from fedtempo.algorithms.jobs import TrainingJob, run_job
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
-from fedtempo.sim.executor import Handle, TrainingJob, run_job
+from fedtempo.sim.executor import Handle
 
 _TRAINERS: dict[int, ClientTrainer] = {}
 
@@ -29,7 +30,10 @@ def _init_worker(trainers: dict[int, ClientTrainer]) -> None:
     for task, trainer in trainers.items():
         # torch.multiprocessing sends module parameters as shared memory: every worker would
         # train on the same storage. Each worker needs a private workspace.
-        trainer.model = copy.deepcopy(trainer.model)
+        # The blocks of a splittable model share its modules: copied together, they still do.
+        trainer.model, blocks = copy.deepcopy((trainer.model, trainer.blocks))
+        if blocks is not None:
+            trainer.blocks = blocks
         _TRAINERS[task] = trainer
 
 
@@ -43,6 +47,9 @@ class _FutureHandle:
 
     def result(self) -> Update:
         return self._future.result()
+
+    def cancel(self) -> None:
+        self._future.cancel()  # a job not yet started never runs
 
 
 class ProcessExecutor:

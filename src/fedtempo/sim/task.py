@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fedtempo.algorithms.protocol import Workload
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.models.profile import ModelProfile
 
@@ -38,6 +39,11 @@ class SimTask:
         n = self.dispatches.get(client, 0)
         self.dispatches[client] = n + 1
         return n
+
+    def workload(self) -> Workload:
+        """What the task asks of its clients, for an algorithm."""
+        n = [self.trainer.num_samples(c) for c in range(len(self.trainer.client_indices))]
+        return Workload(self.task, self.profile, self.trainer.spec, n)
 
     def compute_flops(self, client: int, epochs: int | None = None) -> float:
         """FLOPs of one local training of ``client``: train FLOPs/sample x samples processed."""

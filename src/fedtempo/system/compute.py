@@ -31,7 +31,9 @@ class ComputeModel:
 
     ``cv[n]`` is client n's coefficient of variation (measured std / mean latency): each session's
     time is multiplied by max(0.1, 1 + cv * z), z ~ N(0, 1) drawn from the stream
-    ("compute-noise", client, session start in ms), so it is reproducible.
+    ("compute-noise", client, *draw), where ``draw`` names the session (the simulator uses
+    (task, dispatch number)), so it is reproducible and the same for every call about the same
+    session, whenever it is made.
     """
 
     flops_per_s: np.ndarray
@@ -39,12 +41,12 @@ class ComputeModel:
     streams: Streams
     kappa: float = 1e-28
 
-    def time(self, client: int, flops: float, now: float) -> float:
+    def time(self, client: int, flops: float, draw: tuple[int, ...] = ()) -> float:
         base = flops / float(self.flops_per_s[client])
         cv = float(self.cv[client])
         if cv <= 0:
             return base
-        z = self.streams.numpy("compute-noise", client, round(now * 1000)).standard_normal()
+        z = self.streams.numpy("compute-noise", client, *draw).standard_normal()
         return base * max(0.1, 1.0 + cv * z)
 
     def energy(self, client: int, flops: float) -> float:

@@ -25,7 +25,13 @@ class DeviceModel(Protocol):
     @property
     def failure_probability(self) -> float: ...
 
-    def compute_time(self, client: int, flops: float, now: float) -> float: ...
+    def compute_time(
+        self, client: int, flops: float, now: float, draw: tuple[int, ...] = ()
+    ) -> float:
+        """Seconds ``client`` needs for ``flops`` starting at ``now``. ``draw`` names the
+        session (the simulator passes (task, dispatch)): calls with the same draw see the same
+        per-session variability, so a plan and its session agree."""
+        ...
 
     def upload_time(self, client: int, bits: float, now: float) -> float: ...
 

@@ -32,8 +32,10 @@ class Population:
     def size(self) -> int:
         return len(self.compute.flops_per_s)
 
-    def compute_time(self, client: int, flops: float, now: float) -> float:
-        return self.compute.time(client, flops, now)
+    def compute_time(
+        self, client: int, flops: float, now: float, draw: tuple[int, ...] = ()
+    ) -> float:
+        return self.compute.time(client, flops, draw)
 
     def upload_time(self, client: int, bits: float, now: float) -> float:
         return self.uplink.transfer_time(client, bits, now)

@@ -1,0 +1,49 @@
+"""Clock-free algorithms: plan a round (who trains what, the phases of each device's work, the
+round's allocations) and aggregate what came back. The simulator (``fedtempo.sim``) and the
+network service drive the same objects."""
+
+from fedtempo.algorithms.fedavg import FedAvgRounds
+from fedtempo.algorithms.jobs import TrainingJob, run_job
+from fedtempo.algorithms.protocol import (
+    ClientPlan,
+    ClientResult,
+    Compute,
+    Download,
+    Exchange,
+    ModelState,
+    Phase,
+    RoundAlgorithm,
+    RoundOutcome,
+    RoundPlan,
+    RoundView,
+    Upload,
+    WaitUntil,
+    Workload,
+    standard_phases,
+)
+from fedtempo.algorithms.pruned import PrunedRounds, PrunedState
+from fedtempo.algorithms.splitfed import SplitFedRounds
+
+__all__ = [
+    "ClientPlan",
+    "ClientResult",
+    "Compute",
+    "Download",
+    "Exchange",
+    "FedAvgRounds",
+    "ModelState",
+    "Phase",
+    "PrunedRounds",
+    "PrunedState",
+    "RoundAlgorithm",
+    "RoundOutcome",
+    "RoundPlan",
+    "RoundView",
+    "SplitFedRounds",
+    "TrainingJob",
+    "Upload",
+    "WaitUntil",
+    "Workload",
+    "run_job",
+    "standard_phases",
+]
