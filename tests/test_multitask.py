@@ -378,8 +378,8 @@ def test_sca_run_is_deterministic_and_records_energy_and_plans():
     assert len(a["plans"]) == 2  # rounds 2 and 4 (after two warm-up rounds)
     for p in a["plans"]:
         assert all(y <= x + 1e-9 for x, y in zip(p["relaxed"], p["relaxed"][1:], strict=False))
-    # the warm task starts better than its cold init would: it was pre-trained
-    assert a["tasks"][1]["initial_accuracy"] > 0.3
+    # the warm task starts better than its cold init would (0.09 here): it was pre-trained
+    assert a["tasks"][1]["initial_accuracy"] > 0.25
 
 
 def test_stale_deltas_are_applied_at_the_end_of_the_round_they_arrive_in():
@@ -417,3 +417,16 @@ def test_bad_multitask_configs_are_named():
     data["server"]["algorithm"] = "fedavg"
     with pytest.raises(ConfigError, match=r"server.algorithm: \[\[tasks\]\] are trained by 'mafl'"):
         validate_config(data)
+
+
+def test_mafl_with_a_process_pool_is_bit_identical():
+    data = two_tasks("sca", warmup_rounds=2, beta_e=0.1)
+    data["devices"]["failure_probability"] = 0.2  # the timeline's failures apply here too
+    _, inline = run_experiment(validate_config(data), None)
+    pooled_data = {**data, "executor": "process", "workers": 2}
+    _, pooled = run_experiment(validate_config(pooled_data), None)
+    for m in (0, 1):
+        assert torch.equal(inline.final_params[m], pooled.final_params[m])
+    kinds = lambda r: [(e.time, e.kind, e.task, e.client) for e in r.recorder.events]  # noqa: E731
+    assert kinds(inline) == kinds(pooled)
+    assert any(e.kind == "fail" for e in inline.recorder.events)

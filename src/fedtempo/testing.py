@@ -165,5 +165,5 @@ def fedavg_driver(
     """FedAvg rounds of ``task`` reduced by ``rule`` (e.g. a ``RecordingFedAvg``)."""
     algorithm = FedAvgRounds(rule, task.workload())
     return RoundDriver(
-        rt, task, algorithm, rounds=rounds, clients_per_round=clients_per_round, deadline=deadline
+        rt, [task], algorithm, rounds=rounds, clients_per_round=clients_per_round, deadline=deadline
     )

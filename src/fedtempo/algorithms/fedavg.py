@@ -7,7 +7,7 @@ a ``SyncRule`` (``FedAvg(server_lr)``: x <- x + server_lr sum_i (n_i / n) Delta_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,8 +32,8 @@ class FedAvgRounds:
     rule: SyncRule
     workload: Workload
 
-    def init(self, params: torch.Tensor) -> ModelState:
-        return ModelState(params)
+    def init(self, params: Mapping[int, torch.Tensor]) -> ModelState:
+        return ModelState(params[self.workload.task])
 
     def plan_round(self, state: ModelState, cohort: Sequence[int], view: RoundView) -> RoundPlan:
         w, bits = self.workload, float(self.workload.profile.size_bits)

@@ -13,7 +13,7 @@ wall) seconds for ``WaitUntil``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -22,6 +22,7 @@ import torch
 from fedtempo.algorithms.jobs import TrainingJob
 from fedtempo.client.local import LocalSpec, Update
 from fedtempo.models.profile import ModelProfile
+from fedtempo.system.availability import Availability
 
 
 @dataclass(frozen=True)
@@ -89,22 +90,30 @@ class ClientPlan:
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """A round as planned: the clients that train (in increasing id), those the plan leaves
-    out (``skipped``), and the algorithm's own record of the round (an allocation), handed back
-    to ``aggregate``."""
+    """A round as planned: the clients that train, those the plan leaves out (``skipped``),
+    and the algorithm's own record of the round (an allocation), handed back to ``aggregate``.
+
+    By default the round ends when every planned client has finished (or at the driver's
+    deadline, stragglers interrupted). ``close_at`` (seconds on the driver's clock) ends it at
+    that time instead; with ``carry_over`` the sessions still running go on, and each result is
+    aggregated in the round during which it arrives (strictly before that round's close).
+    """
 
     clients: tuple[ClientPlan, ...]
     skipped: tuple[int, ...] = ()
     info: Any = None
+    close_at: float | None = None
+    carry_over: bool = False
 
 
 @dataclass(frozen=True)
 class ClientResult:
-    """A client that finished: its update (bytes and energy filled in) and its seconds from the
-    session's start to the end of its upload."""
+    """A client that finished: its update (bytes and energy filled in), its seconds from the
+    session's start to the end of its upload, and the time the upload ended."""
 
     update: Update
     duration: float
+    time: float
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,11 @@ class RoundView(Protocol):
     @property
     def now(self) -> float: ...
 
+    @property
+    def availability(self) -> Availability:
+        """When each device is expected to be ready (its forecast, for planning ahead)."""
+        ...
+
     def dispatch(self, client: int) -> int: ...
 
     def compute_time(self, client: int, flops: float) -> float:
@@ -136,25 +150,40 @@ class RoundView(Protocol):
 
 @dataclass
 class ModelState:
-    """The part of every algorithm's state a driver reads: the global vector and its version."""
+    """One model's global vector and version, and the algorithm's per-round log."""
 
     params: torch.Tensor
     version: int = 0
     log: list[Any] = field(default_factory=list)
 
+    def model(self, task: int) -> ModelState:
+        """The state of ``task``'s model (a single-model state is its own)."""
+        return self
 
-S = TypeVar("S", bound=ModelState)
+
+class HasModels(Protocol):
+    """What a driver reads of any algorithm's state: each task's model and the log."""
+
+    @property
+    def log(self) -> list[Any]: ...
+
+    def model(self, task: int) -> ModelState: ...
+
+
+S = TypeVar("S", bound=HasModels)
 
 
 class RoundAlgorithm(Protocol[S]):
     """A synchronous round algorithm (fedjax-style ``init`` + ``plan_round`` + ``aggregate``).
 
-    Contract: ``plan_round`` does not change ``state``; ``aggregate`` returns the state after
-    the round (its ``version`` one higher) and may update ``state`` in place; both are
-    deterministic given their inputs.
+    Contract: ``plan_round`` changes ``state`` only to record what it committed (an MA-FL
+    schedule, dispatch numbers); ``aggregate`` returns the state after the round and may update
+    ``state`` in place; both are deterministic given their inputs.
     """
 
-    def init(self, params: torch.Tensor) -> S: ...
+    def init(self, params: Mapping[int, torch.Tensor]) -> S:
+        """The state before the first round from each task's initial vector (by task id)."""
+        ...
 
     def plan_round(self, state: S, cohort: Sequence[int], view: RoundView) -> RoundPlan: ...
 

@@ -19,7 +19,7 @@ The latency threshold, unless given: ``threshold_factor`` x the slowest unpruned
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,8 +95,9 @@ class PrunedRounds:
     def global_numel(self) -> int:
         return int((~self.personal).sum())
 
-    def init(self, params: torch.Tensor) -> PrunedState:
-        return PrunedState(params, personal=self.personal, initial=params[self.personal].clone())
+    def init(self, params: Mapping[int, torch.Tensor]) -> PrunedState:
+        start = params[self.workload.task]
+        return PrunedState(start, personal=self.personal, initial=start[self.personal].clone())
 
     # ---- costs -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ measured latency differs from the plan's (rates at the round's start) when links
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,8 +69,8 @@ class SplitFedRounds:
         if not self.server_flops > 0:
             raise ValueError(f"server compute must be > 0 FLOP/s, got {self.server_flops}")
 
-    def init(self, params: torch.Tensor) -> ModelState:
-        return ModelState(params)
+    def init(self, params: Mapping[int, torch.Tensor]) -> ModelState:
+        return ModelState(params[self.workload.task])
 
     def problem(self, cohort: Sequence[int], view: RoundView) -> SflProblem:
         """The round's instance: speeds and rates at the round's start; K b = samples

@@ -76,17 +76,18 @@ class Built:
         return self.driver
 
 
-def load_data(config: ExperimentConfig, streams: Streams) -> DataBundle:
+def load_data(config: ExperimentConfig, streams: Streams, task: int = 0) -> DataBundle:
+    """Task ``task``'s data set (its generated data from the stream ("data", task))."""
     d = config.data
     if d.dataset == "digits":
-        return load_digits(d.test_fraction, streams.numpy("data", 0))
+        return load_digits(d.test_fraction, streams.numpy("data", task))
     if d.dataset == "synthetic":
         s = d.synthetic
         return leaf_synthetic(
             s.alpha,
             s.beta,
             config.partition.num_clients,
-            streams.numpy("data", 0),
+            streams.numpy("data", task),
             size_mean=s.size_mean,
             size_sigma=s.size_sigma,
             min_size=s.min_size,
@@ -95,25 +96,38 @@ def load_data(config: ExperimentConfig, streams: Streams) -> DataBundle:
     return load_idx_pair(d.dataset, Path(d.root) if d.root else None)
 
 
+def partition_seed(config: ExperimentConfig, streams: Streams, task: int) -> int:
+    """The Dirichlet split's integer seed: ``partition.seed``, else the run's seed for task 0
+    (so a one-task MA-FL run partitions like a single-model run), else one drawn from the
+    stream ("partition-seed", task)."""
+    if config.partition.seed is not None:
+        return config.partition.seed
+    if task == 0:
+        return config.seed
+    return int(streams.numpy("partition-seed", task).integers(2**62))
+
+
 def make_partition(
-    config: ExperimentConfig, bundle: DataBundle, streams: Streams
+    config: ExperimentConfig, bundle: DataBundle, streams: Streams, task: int = 0
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-client (train, personal test) index arrays into ``bundle.train``."""
+    """Per-client (train, personal test) index arrays into ``bundle.train``; task ``task``'s
+    random streams are keyed by its id."""
     p = config.partition
     labels = bundle.train.y.numpy()
-    seed = config.seed if p.seed is None else p.seed
-    rng = streams.numpy("partition", 0)
+    rng = streams.numpy("partition", task)
     if p.scheme == "natural":
         parts = list(bundle.natural_train)
     elif p.scheme == "iid":
         parts = part.iid(len(labels), p.num_clients, rng)
     elif p.scheme == "dirichlet":
-        parts = part.dirichlet(labels, p.num_clients, p.alpha, seed)
+        parts = part.dirichlet(
+            labels, p.num_clients, p.alpha, partition_seed(config, streams, task)
+        )
     elif p.scheme == "shards":
         parts = part.shards(labels, p.num_clients, p.shards_per_client, rng)
     else:
         parts = part.power_law(len(labels), p.num_clients, p.sigma, rng)
-    return part.split_clients(parts, p.client_test_fraction, streams.numpy("client-test", 0))
+    return part.split_clients(parts, p.client_test_fraction, streams.numpy("client-test", task))
 
 
 def _evaluator(
@@ -168,7 +182,7 @@ def server_factory(s: ServerConfig, rt: Runtime) -> ServerFactory:
         return lambda env, task: async_driver(s, rt, task).run()
     return lambda env, task: RoundDriver(
         rt,
-        task,
+        [task],
         FedAvgRounds(FedAvg(s.server_lr), task.workload()),
         rounds=s.rounds,
         clients_per_round=s.clients_per_round,
@@ -253,7 +267,7 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     else:
         driver = RoundDriver(
             rt,
-            task,
+            [task],
             algorithm,
             rounds=s.rounds,
             clients_per_round=s.clients_per_round,

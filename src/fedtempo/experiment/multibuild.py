@@ -10,23 +10,25 @@ import simpy
 import torch
 
 from fedtempo.aggregation.sync import FedAvg
+from fedtempo.algorithms.mafl import MaflRounds, MaflSettings
 from fedtempo.client.local import LocalSpec, Update, train_local
 from fedtempo.client.trainer import ClientTrainer
-from fedtempo.experiment.build import _evaluator, load_data, make_partition
+from fedtempo.experiment.build import _evaluator, load_data, make_executor, make_partition
 from fedtempo.experiment.config import ExperimentConfig, MaflConfig, TaskConfig
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.multitask.optimised import Physics, SCAScheduler
+from fedtempo.multitask.probes import Prober, ProbeSettings
 from fedtempo.multitask.schedule import Schedule
 from fedtempo.multitask.schedulers import PlanContext, async_random, round_robin
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.engine import Simulation
-from fedtempo.sim.executor import InlineExecutor
-from fedtempo.sim.multitask import MaflServer, MaflSettings
 from fedtempo.sim.recorder import Recorder
+from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.timeline import Runtime
+from fedtempo.sim.uplink import SharedUplink
 from fedtempo.system.population import Population
 
 
@@ -35,7 +37,7 @@ class BuiltMulti:
     simulation: Simulation
     tasks: list[SimTask]
     population: Population
-    server: MaflServer
+    driver: RoundDriver  # its state is a MaflState
     scheduler: Callable[[PlanContext], Schedule]
 
 
@@ -44,9 +46,8 @@ def _task(
 ) -> tuple[SimTask, list[float]]:
     """Task m's SimTask (its client indices laid on the device ids) and its initial vector."""
     view = config.model_copy(update={"data": tc.data, "partition": tc.partition, "model": tc.model})
-    task_streams = Streams(config.seed * 1000 + m)
-    bundle = load_data(view, task_streams)
-    parts, _ = make_partition(view, bundle, task_streams)
+    bundle = load_data(view, streams, m)
+    parts, _ = make_partition(view, bundle, streams, m)
     ids = tc.devices if tc.devices is not None else list(range(tc.partition.num_clients))
     indices = [np.zeros(0, dtype=np.int64) for _ in range(config.mafl.devices)]
     for d, idx in zip(ids, parts, strict=True):
@@ -122,9 +123,6 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> BuiltMulti:
     samples = np.array([s for _, s in built], dtype=np.float64).T
     population = build_population(config.devices, mc.devices, streams)
     ph = physics(tasks, samples, population, mc.round_s)
-    env = simpy.Environment()
-    executor = InlineExecutor({t.task: t.trainer for t in tasks})
-    rt = Runtime(env, population, executor, recorder, streams)
     settings = MaflSettings(
         round_s=mc.round_s,
         rounds=mc.rounds,
@@ -138,14 +136,23 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> BuiltMulti:
     )
     chosen = scheduler(mc, ph, streams)
     weights = [tc.weight for tc in config.tasks]
-    server = MaflServer(rt, tasks, settings, chosen, ph, weights=weights)
+    prober = Prober([t.trainer for t in tasks], samples, weights, ProbeSettings(mc.batch), streams)
+    algorithm = MaflRounds(settings, chosen, ph, [t.workload() for t in tasks], prober)
+    # every training goes through the executor; the pool gets the trainers once
+    trainers = {t.task: t.trainer for t in tasks}
+    flops = min(t.profile.train_flops for t in tasks)
+    executor = make_executor(config, trainers, flops)
+    env = simpy.Environment()
+    uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
+    rt = Runtime(env, population, executor, recorder, streams, uplink)
+    driver = RoundDriver(rt, tasks, algorithm, rounds=mc.rounds, clients_per_round=None)
     sim = Simulation(
         tasks,
-        [lambda env, task: server.run()],
+        [lambda env, task: driver.run()],
         executor,
         recorder,
         eval_interval=config.eval.interval,
         time_limit=config.stop.virtual_time,
         env=env,
     )
-    return BuiltMulti(sim, tasks, population, server, chosen)
+    return BuiltMulti(sim, tasks, population, driver, chosen)

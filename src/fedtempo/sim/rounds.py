@@ -11,17 +11,23 @@ finished, in increasing id, to the algorithm's ``aggregate``.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import simpy
 
-from fedtempo.algorithms.protocol import ModelState, RoundAlgorithm, RoundOutcome
+from fedtempo.algorithms.protocol import (
+    ClientResult,
+    HasModels,
+    RoundAlgorithm,
+    RoundOutcome,
+    RoundPlan,
+)
 from fedtempo.sim.clock import after_instant
 from fedtempo.sim.task import SimTask
 from fedtempo.sim.timeline import Runtime, timeline
-from fedtempo.system.availability import available_at
+from fedtempo.system.availability import Availability, available_at
 
 
 def sample_cohort(
@@ -59,6 +65,10 @@ class SimView:
     def now(self) -> float:
         return self._now
 
+    @property
+    def availability(self) -> Availability:
+        return self._rt.devices.availability
+
     def dispatch(self, client: int) -> int:
         """The client's dispatch number this round (the next one, outside the cohort)."""
         return self._numbers.get(client, self._task.dispatches.get(client, 0))
@@ -75,61 +85,99 @@ class SimView:
 
 
 class RoundDriver:
-    """Runs ``rounds`` rounds of ``algorithm`` for one task; ``state`` is the algorithm's state
-    (the task's global model is kept equal to ``state.params`` after every round)."""
+    """Runs ``rounds`` rounds of ``algorithm`` over ``tasks``; ``state`` is the algorithm's
+    state (every task's global model is kept equal to its model in ``state``).
+
+    ``clients_per_round`` = None gives the algorithm every client with data as its cohort, at
+    once, whoever is available (MA-FL's scheduler chooses itself); the view's dispatch numbers
+    are then those of the first task.
+    """
 
     def __init__(
         self,
         rt: Runtime,
-        task: SimTask,
+        tasks: Sequence[SimTask],
         algorithm: RoundAlgorithm[Any],
         *,
         rounds: int,
-        clients_per_round: int,
+        clients_per_round: int | None,
         deadline: float | None = None,
     ) -> None:
-        self.rt, self.task, self.algorithm = rt, task, algorithm
+        self.rt, self.tasks, self.algorithm = rt, list(tasks), algorithm
         self.rounds, self.clients_per_round, self.deadline = rounds, clients_per_round, deadline
-        self.eligible = task.trainer.clients_with_data()
-        self.state: ModelState = algorithm.init(task.model.params)
+        self.eligible = sorted({c for t in self.tasks for c in t.trainer.clients_with_data()})
+        self.state: HasModels = algorithm.init({t.task: t.model.params for t in self.tasks})
+        self._carried: list[simpy.Process] = []
+
+    @property
+    def task(self) -> SimTask:
+        return self.tasks[0]
 
     def open_round(self, round_: int) -> Generator[Any, Any, list[int]]:
         """Wait for an available client, sample the round's cohort, record the round's start;
         [] if no client will ever be available."""
-        candidates = yield from wait_for_someone(self.rt, self.eligible)
-        if not candidates:
-            return []
-        task = self.task
-        cohort = sample_cohort(self.rt, task.task, round_, candidates, self.clients_per_round)
+        size, first = self.clients_per_round, self.task
+        if size is None:
+            cohort = list(self.eligible)
+        else:
+            candidates = yield from wait_for_someone(self.rt, self.eligible)
+            if not candidates:
+                return []
+            cohort = sample_cohort(self.rt, first.task, round_, candidates, size)
+        label = first.task if len(self.tasks) == 1 else -1
         self.rt.recorder.event(
-            self.rt.env.now, "round", task.task, -1, task.model.version, 0, float(len(cohort))
+            self.rt.env.now, "round", label, -1, first.model.version, 0, float(len(cohort))
         )
         return cohort
 
-    def run(self) -> Generator[Any, Any, None]:
-        env, task, rec = self.rt.env, self.task, self.rt.recorder
-        for round_ in range(self.rounds):
-            cohort = yield from self.open_round(round_)
-            if not cohort:
-                return
-            numbers = {c: task.next_dispatch(c) for c in cohort}
-            view = SimView(self.rt, task, numbers, env.now)
-            plan = self.algorithm.plan_round(self.state, cohort, view)
-            for c in plan.skipped:
-                rec.event(env.now, "skip", task.task, c, task.model.version)
-            procs = [env.process(timeline(self.rt, cp)) for cp in plan.clients]
+    def close(
+        self, plan: RoundPlan, procs: list[simpy.Process]
+    ) -> Generator[Any, Any, tuple[ClientResult, ...]]:
+        """Wait for the round's end; the results it aggregates, in increasing client id."""
+        env = self.rt.env
+        if plan.close_at is not None:
+            yield env.timeout(max(0.0, plan.close_at - env.now))
+        else:
             everyone: simpy.Event = env.all_of(procs)
             if self.deadline is not None:
                 everyone = everyone | after_instant(env, self.deadline)
             yield everyone
-            results = tuple(p.value for p in procs if p.triggered and p.value is not None)
-            for p in procs:
+        pool = [*self._carried, *procs]
+        cut = plan.close_at if plan.close_at is not None else float("inf")
+        arrived = [p for p in pool if p.triggered and (p.value is None or p.value.time < cut)]
+        if plan.carry_over:
+            self._carried = [p for p in pool if p not in arrived]
+        else:
+            for p in pool:
                 if p.is_alive:
                     p.interrupt("deadline")
+        results = [p.value for p in arrived if p.value is not None]
+        return tuple(sorted(results, key=lambda r: (r.update.client, r.update.task)))
+
+    def run(self) -> Generator[Any, Any, None]:
+        env, rec, first = self.rt.env, self.rt.recorder, self.task
+        for round_ in range(self.rounds):
+            cohort = yield from self.open_round(round_)
+            if not cohort:
+                return
+            numbers = {c: first.next_dispatch(c) for c in cohort} if len(self.tasks) == 1 else {}
+            view = SimView(self.rt, first, numbers, env.now)
+            plan = self.algorithm.plan_round(self.state, cohort, view)
+            for c in plan.skipped:
+                rec.event(env.now, "skip", first.task, c, first.model.version)
+            procs = [env.process(timeline(self.rt, cp)) for cp in plan.clients]
+            results = yield from self.close(plan, procs)
             self.state = self.algorithm.aggregate(self.state, RoundOutcome(plan, results))
-            task.model.params = self.state.params
-            task.model.version = self.state.version
-            task.model.updates_applied += len(results)
-            rec.event(
-                env.now, "aggregate", task.task, -1, task.model.version, 0, float(len(results))
-            )
+            self._publish(results)
+
+    def _publish(self, results: tuple[ClientResult, ...]) -> None:
+        """Every task's global model from the state; an aggregate event for each that moved."""
+        env, rec = self.rt.env, self.rt.recorder
+        for t in self.tasks:
+            m = self.state.model(t.task)
+            moved = m.version != t.model.version
+            count = sum(1 for r in results if r.update.task == t.task)
+            t.model.params, t.model.version = m.params, m.version
+            t.model.updates_applied += count
+            if moved:
+                rec.event(env.now, "aggregate", t.task, -1, t.model.version, 0, float(count))

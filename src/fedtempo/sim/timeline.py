@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
@@ -57,6 +57,7 @@ class Runtime:
     recorder: Recorder
     streams: Streams
     uplink: SharedUplink | None = None
+    busy: dict[int, simpy.Event] = field(default_factory=dict)  # each device's last session
 
 
 def compute_draw(job: TrainingJob) -> tuple[int, int]:
@@ -168,7 +169,28 @@ class _Phases:
 
 def timeline(rt: Runtime, plan: ClientPlan) -> Generator[Any, Any, ClientResult | None]:
     """The session process of ``plan``; its result (the update with bytes and energy filled
-    in, and the session's seconds), or None when it failed, went offline or was interrupted."""
+    in, the session's seconds and its end), or None when it failed, went offline or was
+    interrupted. A device runs one session at a time: a session planned while the device's
+    previous one still runs starts when that one ends (MA-FL's overrunning sessions)."""
+    env, c = rt.env, plan.client
+    previous, mine = rt.busy.get(c), env.event()
+    rt.busy[c] = mine
+    try:
+        if previous is not None and not previous.triggered:
+            try:
+                yield previous
+            except simpy.Interrupt:  # the driver gave up on it before it could start
+                job = plan.job
+                rt.recorder.event(env.now, "late", job.task, c, job.base_version)
+                return None
+        return (yield from _session(rt, plan))
+    finally:
+        mine.succeed()
+        if rt.busy.get(c) is mine:
+            del rt.busy[c]
+
+
+def _session(rt: Runtime, plan: ClientPlan) -> Generator[Any, Any, ClientResult | None]:
     env, dev, rec, job = rt.env, rt.devices, rt.recorder, plan.job
     c, task, version, begin = job.client, job.task, job.base_version, env.now
     rec.event(env.now, "dispatch", task, c, version)
@@ -202,7 +224,7 @@ def timeline(rt: Runtime, plan: ClientPlan) -> Generator[Any, Any, ClientResult 
         return None
     update = handle.result()
     done = dataclasses.replace(update, bytes_sent=meter.bytes_up, energy_j=meter.energy)
-    return ClientResult(done, env.now - begin)
+    return ClientResult(done, env.now - begin, env.now)
 
 
 def session(rt: Runtime, task: SimTask, job: TrainingJob) -> Generator[Any, Any, Update | None]:

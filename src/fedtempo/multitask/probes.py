@@ -1,0 +1,112 @@
+"""Measuring the MA-FL surrogate's constants at the current global models (SPEC B).
+
+``Prober`` holds, per model, fixed probe samples (a few per device, a pooled evaluation sample,
+the devices of the probe round: those with the most data), drawn on the first measurement from
+the model's own stream ("mafl-probe", task), so when it happens changes nothing. A measurement
+runs the gradient probes and a short probe round (``fedtempo.multitask.estimate``) and turns them
+into ``TaskTerms``. Probes are not charged to the devices' energy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedtempo.alloc.mafl import TaskTerms
+from fedtempo.client.trainer import ClientTrainer
+from fedtempo.multitask.estimate import probe, probe_round, terms_from
+from fedtempo.rng import Streams
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Sizes of the probes: pooled evaluation samples, samples per device, probe-round devices,
+    and the probe round's mini-batch."""
+
+    batch: int
+    samples: int = 512
+    per_device: int = 128
+    devices: int = 4
+
+
+@dataclass(frozen=True)
+class _Pools:
+    devices: np.ndarray  # devices with data
+    per_device: list[tuple[torch.Tensor, torch.Tensor]]
+    evaluation: tuple[torch.Tensor, torch.Tensor]
+    round_devices: np.ndarray
+
+
+class Prober:
+    """Measures every model's ``TaskTerms``; ``samples`` (N x M) training samples per device
+    and model, ``weights`` phi_m."""
+
+    def __init__(
+        self,
+        trainers: Sequence[ClientTrainer],
+        samples: np.ndarray,
+        weights: Sequence[float],
+        settings: ProbeSettings,
+        streams: Streams,
+    ) -> None:
+        self.trainers, self.samples, self.weights = list(trainers), samples, list(weights)
+        self.settings, self.streams = settings, streams
+        self.measurements = 0
+
+    @functools.cached_property
+    def _pools(self) -> list[_Pools]:
+        return [self._draw(m, tr) for m, tr in enumerate(self.trainers)]
+
+    def _draw(self, m: int, tr: ClientTrainer) -> _Pools:
+        s = self.settings
+        rng = self.streams.numpy("mafl-probe", tr.task)
+        devices = np.flatnonzero(self.samples[:, m] > 0)
+        per_device, everything = [], []
+        for n in devices:
+            idx = np.arange(len(tr.y))[tr.client_indices[n]]
+            everything.append(idx)
+            pick = np.sort(rng.choice(idx, size=min(s.per_device, len(idx)), replace=False))
+            per_device.append((tr.x[pick], tr.y[pick]))
+        pool = np.concatenate(everything)
+        pick = np.sort(rng.choice(pool, min(s.samples, len(pool)), replace=False))
+        ranked = devices[np.argsort(-self.samples[devices, m], kind="stable")]
+        return _Pools(devices, per_device, (tr.x[pick], tr.y[pick]), ranked[: s.devices])
+
+    def __call__(
+        self, params: Mapping[int, torch.Tensor], previous: Mapping[int, torch.Tensor | None]
+    ) -> tuple[TaskTerms, ...]:
+        """Every model's constants at ``params`` (by task id; ``previous``: the model before
+        its last aggregation, None before the first)."""
+        self.measurements += 1
+        out = []
+        devices = self.samples.shape[0]
+        for m, tr in enumerate(self.trainers):
+            pools = self._pools[m]
+            rho = self.samples[:, m] / self.samples[:, m].sum()
+            current = params[tr.task]
+            measured = probe(
+                tr.model, current, previous[tr.task], pools.per_device, rho[pools.devices]
+            )
+            chosen = pools.round_devices
+            gens = [
+                self.streams.torch("mafl-probe-round", m, self.measurements, int(n)) for n in chosen
+            ]
+            curve = probe_round(
+                tr.model,
+                current,
+                [tr.data(int(n)) for n in chosen],
+                rho[chosen],
+                pools.evaluation,
+                dataclasses.replace(tr.spec, batch_size=self.settings.batch),
+                gens,
+            )
+            typical = float(np.median(self.samples[pools.devices, m]))
+            relative = np.ones(devices)
+            relative[pools.devices] = measured.relative_loss
+            out.append(terms_from(measured, curve, typical, self.weights[m], relative))
+        return tuple(out)
