@@ -24,8 +24,9 @@ from common import peak_memory_mb, report
 from fedtempo.client.local import LocalSpec
 from fedtempo.client.local import evaluate as evaluate_params
 from fedtempo.client.trainer import ClientTrainer
-from fedtempo.experiment.build import async_rule, load_data, make_partition, server_factory
+from fedtempo.experiment.build import load_data, make_partition
 from fedtempo.experiment.config import load
+from fedtempo.experiment.drivers import async_driver, async_rule
 from fedtempo.experiment.population import build_population
 from fedtempo.models import build_model, profile_model
 from fedtempo.params import flatten
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     env = simpy.Environment()
     executor = InlineExecutor({0: trainer})
     rt = Runtime(env, population, executor, recorder, streams)
-    sim = Simulation([task], [server_factory(cfg.server, rt)], executor, recorder, env=env)
+    driver = async_driver(cfg.server, rt, task)  # type: ignore[arg-type]
+    sim = Simulation([task], [lambda env, t: driver.run()], executor, recorder, env=env)
 
     profiler = None
     if args.profile:

@@ -29,7 +29,13 @@ from typing import Any
 import torch
 from common import report
 
-from fedtempo.experiment.config import load
+from fedtempo.experiment.config import (
+    apply_overrides,
+    load,
+    read_layers,
+    validate,
+    with_algorithm,
+)
 from fedtempo.experiment.plan import plan_sfl
 from fedtempo.experiment.results import run_experiment
 from fedtempo.models import build_model
@@ -152,7 +158,8 @@ def accuracy(
             out = {}
             for algo in ("splitfed", "fedavg"):
                 t0 = time.perf_counter()
-                summary, _ = run_experiment(load(CONFIG, [*base, f"server.algorithm={algo}"]), None)
+                data = apply_overrides(with_algorithm(read_layers(CONFIG), algo), base)
+                summary, _ = run_experiment(validate(data, f"{CONFIG} as {algo}"), None)
                 rounds = int(extra[0].split("=")[1])
                 out[algo] = (summary["final_accuracy"], summary["virtual_time_s"] / rounds)
                 figures[f"{name}_seed{seed}_{algo}_wall_s"] = time.perf_counter() - t0

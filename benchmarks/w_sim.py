@@ -72,13 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     rounds, per_round, repeats = (2, 2, 1) if args.quick else (50, 10, args.repeats)
-    size = [
-        f"server.rounds={rounds}",
-        f"server.clients_per_round={per_round}",
-        f"server.max_updates={rounds * per_round}",
-    ]
+    sizes = {  # each variant's own [server] keys
+        "w_sim.toml": [f"server.rounds={rounds}", f"server.clients_per_round={per_round}"],
+        "w_sim_fedbuff.toml": [f"server.max_updates={rounds * per_round}"],
+    }
     if args.quick:
-        size.append("server.fedbuff.buffer_size=2")
+        sizes["w_sim_fedbuff.toml"].append("server.fedbuff.buffer_size=2")
     walls: dict[str, list[float]] = {"plain_1t": []}
     accs: dict[str, list[float]] = {"plain_1t": []}
     peaks: dict[str, float] = {}
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         accs["plain_1t"].append(a)
         peaks["plain_1t"] = max(peaks.get("plain_1t", 0.0), rss)
         for name, (cfg, extra) in VARIANTS.items():
-            w, rss, a = fedtempo_run(cfg, [*size, *extra])
+            w, rss, a = fedtempo_run(cfg, [*sizes[cfg], *extra])
             walls.setdefault(name, []).append(w)
             accs.setdefault(name, []).append(a)
             peaks[name] = max(peaks.get(name, 0.0), rss)

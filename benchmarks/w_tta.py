@@ -72,12 +72,23 @@ def sweep_grid(dataset: str) -> dict[str, tuple[str, tuple[float, ...]]]:
     return SWEEP_MNIST if dataset == "mnist" else SWEEP
 
 
+COHORT = {"mnist": 20, "synthetic": 10}  # clients per round (sync) or training at once (async)
+
+
 def method_data(dataset: str, method: str) -> dict[str, Any]:
+    """The method's own file laid over the dataset base; every method brings its own [server]
+    (the keys of its algorithm), with the base's cohort size."""
     from fedtempo.experiment.config import merge_tables, read_layers
 
     own = tomllib.loads((ROOT / "configs/w_tta" / f"{method}.toml").read_text())
     own.pop("extends", None)
-    return merge_tables(read_layers(BASES[dataset]), own)
+    base = read_layers(BASES[dataset])
+    base.pop("server", None)
+    data = merge_tables(base, own)
+    for key in ("clients_per_round", "concurrency"):
+        if key in data["server"]:
+            data["server"][key] = COHORT[dataset]
+    return data
 
 
 def job_key(job: dict[str, Any]) -> str:

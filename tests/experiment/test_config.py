@@ -3,7 +3,15 @@ from pathlib import Path
 import pytest
 
 from fedtempo.errors import ConfigError
-from fedtempo.experiment.config import ExperimentConfig, apply_overrides, load, parse_override
+from fedtempo.experiment.config import (
+    SERVER_CONFIGS,
+    ExperimentConfig,
+    apply_overrides,
+    load,
+    parse_override,
+    to_dict,
+    validate,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -62,19 +70,73 @@ def test_file_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("algorithm", "override", "message"),
     [
-        ("server.asyncfeded.epsilon=0", "server.asyncfeded.epsilon: input should be greater"),
-        ("server.asyncfeded.k_max=0", "server.asyncfeded.k_max: input should be greater"),
-        ("server.fedbuff.buffer_size=0", "server.fedbuff.buffer_size: input should be greater"),
-        ("server.asyncfeded.k_init=30", "k_init: 30 is above k_max = 20"),
-        ("server.fedasync.staleness=linear", "server.fedasync.staleness: bad value 'linear'"),
+        ("asyncfeded", "server.asyncfeded.epsilon=0", "server.asyncfeded.epsilon: input should"),
+        ("asyncfeded", "server.asyncfeded.k_max=0", "server.asyncfeded.k_max: input should be"),
+        ("fedbuff", "server.fedbuff.buffer_size=0", "server.fedbuff.buffer_size: input should"),
+        ("asyncfeded", "server.asyncfeded.k_init=30", "k_init: 30 is above k_max = 20"),
+        ("fedasync", "server.fedasync.staleness=linear", "server.fedasync.staleness: bad value"),
     ],
 )
-def test_async_hyperparameters_out_of_range(override: str, message: str) -> None:
+def test_async_hyperparameters_out_of_range(algorithm: str, override: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load(None, ["server.algorithm=asyncfeded", "server.max_updates=10", override])
+        load(None, [f"server.algorithm={algorithm}", "server.max_updates=10", override])
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["server.algorithm=fedbuff", "server.max_updates=5", "server.deadline=3"], "deadline"),
+        (["server.algorithm=fedbuff", "server.max_updates=5", "server.rounds=3"], "rounds"),
+        (["server.algorithm=asyncfeded", "server.max_updates=5", "server.mu=0.1"], "mu"),
+        (["server.algorithm=fedavg", "server.concurrency=4"], "concurrency"),
+        (["server.algorithm=fedavg", "server.fedbuff.buffer_size=4"], "fedbuff"),
+        (["server.algorithm=fedprox", "server.pruning.ratio=0.5"], "pruning"),
+        (["server.algorithm=splitfed", "model.name=cnn-s", "server.server_lr=2"], "server_lr"),
+        (["server.algorithm=pruned", "server.split.planner=plain"], "split"),
+    ],
+)
+def test_a_key_of_another_algorithm_is_rejected_with_its_path(
+    overrides: list[str], message: str
+) -> None:
+    algorithm = overrides[0].split("=")[1]
+    with pytest.raises(ConfigError) as info:
+        load(None, overrides)
+    text = str(info.value)
+    assert f"server.{message}: does not apply to server.algorithm = {algorithm!r}" in text
+    assert "its keys: " in text
+
+
+def test_sections_the_run_does_not_read_are_rejected() -> None:
+    mafl = {
+        "server": {"algorithm": "mafl"},
+        "tasks": [{"name": "a", "data": {"dataset": "digits"}}],
+        "mafl": {"scheduler": "round-robin"},
+    }
+    validate(mafl)  # the sections it reads are fine
+    for key, table in (("train", {"lr": 0.3}), ("model", {"name": "logreg"})):
+        with pytest.raises(
+            ConfigError, match=rf"{key}: does not apply to server.algorithm = 'mafl'"
+        ):
+            validate({**mafl, key: table})
+    with pytest.raises(ConfigError, match=r"mafl: applies to server.algorithm = 'mafl' only"):
+        validate({"mafl": {"rounds": 3}})
+
+
+@pytest.mark.parametrize("algorithm", list(SERVER_CONFIGS))
+def test_a_resolved_config_reads_back_to_itself(algorithm: str) -> None:
+    data: dict = {"server": {"algorithm": algorithm}}
+    if algorithm == "mafl":
+        data["tasks"] = [{"name": "a"}]
+    if algorithm in ("fedasync", "fedbuff", "asyncfeded"):
+        data["server"]["max_updates"] = 5
+    if algorithm == "pruned":
+        data["partition"] = {"client_test_fraction": 0.2}
+        data["devices"] = {"uplink": {"kind": "wireless"}}
+    config = validate(data)
+    assert validate(to_dict(config)) == config
 
 
 def test_async_run_needs_a_stop() -> None:

@@ -46,7 +46,8 @@ def test_splitfed_trains_the_fedavg_model_at_the_planned_latency(shared_mnist: P
     assert server is not None and len(log) == 2
     cuts = np.concatenate([r.plan.cuts for r in log])
     assert np.any(cuts < 4) and np.any(cuts == 4)  # some devices split, some train alone
-    fedavg = _built(shared_mnist, "server.algorithm=fedavg")
+    same = [o for o in _overrides(shared_mnist) if not o.startswith("server.split")]
+    fedavg = build(load(None, [*same, "server.algorithm=fedavg"]), Recorder())
     fedavg.simulation.run()
     assert torch.allclose(split.task.model.params, fedavg.task.model.params, atol=1e-6, rtol=0)
     # Constant links and compute: each device's clock time is exactly the plan's T_n.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,28 +12,21 @@ import numpy as np
 import simpy
 import torch
 
-from fedtempo.aggregation import asynchronous as agg
-from fedtempo.aggregation import staleness as st
-from fedtempo.aggregation.sync import FedAvg
-from fedtempo.algorithms.fedavg import FedAvgRounds
 from fedtempo.algorithms.protocol import RoundAlgorithm
-from fedtempo.algorithms.pruned import PrunedRounds, PrunedState, personalized_evaluator
-from fedtempo.algorithms.splitfed import Planner, SplitFedRounds
-from fedtempo.alloc import sfl
-from fedtempo.alloc.pruning import equal_share, solve_admitting
+from fedtempo.algorithms.pruned import PrunedRounds
+from fedtempo.algorithms.splitfed import SplitFedRounds
 from fedtempo.client.local import LocalSpec, evaluate
-from fedtempo.client.trainer import ClientTrainer, PersonalSetup
+from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
-from fedtempo.errors import ConfigError
-from fedtempo.experiment.config import ExperimentConfig, ServerConfig, SplitConfig
+from fedtempo.experiment.config import ExperimentConfig
+from fedtempo.experiment.drivers import Parts, setup
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.params import flatten
-from fedtempo.personalize.masks import last_layer, personal_mask
 from fedtempo.rng import Streams
-from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
+from fedtempo.sim.asyncserver import AsyncServer
 from fedtempo.sim.engine import ServerFactory, Simulation
 from fedtempo.sim.executor import BatchingExecutor, Executor, InlineExecutor
 from fedtempo.sim.parallel import ProcessExecutor
@@ -43,9 +35,6 @@ from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.timeline import Runtime
 from fedtempo.sim.uplink import SharedUplink
-from fedtempo.split.models import splittable
-from fedtempo.split.profile import profile_cuts
-from fedtempo.system.links import WirelessLink
 from fedtempo.system.population import Population
 
 
@@ -58,8 +47,12 @@ class Built:
     population: Population
     train_sizes: np.ndarray
     client_test: list[np.ndarray]
-    driver: RoundDriver | AsyncServer | None = None  # its state holds the per-round logs
-    algorithm: RoundAlgorithm[Any] | None = None  # the round algorithm of a synchronous run
+    driver: RoundDriver | AsyncServer  # a round driver's state holds the per-round logs
+
+    @property
+    def algorithm(self) -> RoundAlgorithm[Any] | None:
+        """The round algorithm of a synchronous run (None for an asynchronous one)."""
+        return self.driver.algorithm if isinstance(self.driver, RoundDriver) else None
 
     @property
     def pruned(self) -> PrunedRounds | None:
@@ -138,67 +131,6 @@ def _evaluator(
     return lambda params: evaluate(workspace, params, x, y)
 
 
-def async_rule(s: ServerConfig) -> agg.AsyncAggregator:
-    """The composed asynchronous rule named by ``s.algorithm``."""
-    if s.algorithm == "fedasync":
-        f = s.fedasync
-        weights: dict[str, st.StalenessWeight] = {
-            "constant": st.Constant(),
-            "polynomial": st.Polynomial(f.poly_a),
-            "hinge": st.Hinge(f.hinge_a, f.hinge_b),
-        }
-        weight: st.StalenessWeight = weights[f.staleness]
-        return agg.AsyncAggregator(weight, agg.MixStep(f.alpha))
-    if s.algorithm == "fedbuff":
-        b = s.fedbuff
-        weight = st.InverseSqrt() if b.staleness_weight else st.Constant()
-        return agg.AsyncAggregator(weight, agg.BufferStep(b.buffer_size, b.server_lr, b.by_samples))
-    e = s.asyncfeded
-    return agg.AsyncAggregator(st.Euclidean(e.lam, e.epsilon), agg.DeltaStep(1.0))
-
-
-def async_driver(s: ServerConfig, rt: Runtime, task: SimTask) -> AsyncServer:
-    """The asynchronous driver of the configured rule."""
-    e = s.asyncfeded
-    epochs = (
-        AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max)
-        if s.algorithm == "asyncfeded"
-        else None
-    )
-    return AsyncServer(
-        rt,
-        task,
-        rule=async_rule(s),
-        concurrency=s.concurrency,
-        max_updates=s.max_updates,
-        dispatch=s.dispatch,
-        epochs=epochs,
-    )
-
-
-def server_factory(s: ServerConfig, rt: Runtime) -> ServerFactory:
-    """The server process of an asynchronous rule or of FedAvg/FedProx rounds."""
-    if s.is_async:
-        return lambda env, task: async_driver(s, rt, task).run()
-    return lambda env, task: RoundDriver(
-        rt,
-        [task],
-        FedAvgRounds(FedAvg(s.server_lr), task.workload()),
-        rounds=s.rounds,
-        clients_per_round=s.clients_per_round,
-        deadline=s.deadline,
-    ).run()
-
-
-def client_prox(s: ServerConfig) -> float:
-    """The proximal coefficient of the clients' objective: FedProx mu, FedAsync rho."""
-    if s.algorithm == "fedprox":
-        return s.mu
-    if s.algorithm == "fedasync":
-        return s.fedasync.rho
-    return 0.0
-
-
 BATCH_BELOW_FLOPS = 1e5  # train FLOPs/sample under which batching clients paid (W-sim notes)
 
 
@@ -241,47 +173,19 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         lr=t.lr,
         momentum=t.momentum,
         weight_decay=t.weight_decay,
-        prox_mu=client_prox(config.server),
+        prox_mu=config.server.client_prox,
     )
     trainer = ClientTrainer(0, model, bundle.train.x, bundle.train.y, client_train, spec, streams)
     task = SimTask(
         0, config.name, trainer, profile, GlobalModel(flatten(model)), _evaluator(model, bundle)
     )
     population = build_population(config.devices, len(client_train), streams)
-    s = config.server
-    algorithm: RoundAlgorithm[Any] | None = None
-    if s.algorithm == "pruned":
-        algorithm = pruned_rounds(config, task, population)
-    elif s.algorithm == "splitfed":
-        algorithm = splitfed_rounds(config, task, bundle.train.input_shape, population, streams)
-    elif not s.is_async:
-        algorithm = FedAvgRounds(FedAvg(s.server_lr), task.workload())
-    # after the algorithm has set the trainer up: a process pool ships it to its workers once
+    make_driver = setup(Parts(config, task, bundle, client_test, population, streams))
+    # after the setup has prepared the trainer: a process pool ships it to its workers once
     executor = make_executor(config, {0: trainer}, profile.train_flops)
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
-    rt = Runtime(env, population, executor, recorder, streams, uplink)
-    driver: RoundDriver | AsyncServer
-    if algorithm is None:
-        driver = async_driver(s, rt, task)
-    else:
-        driver = RoundDriver(
-            rt,
-            [task],
-            algorithm,
-            rounds=s.rounds,
-            clients_per_round=s.clients_per_round,
-            deadline=s.deadline,
-        )
-    if isinstance(algorithm, PrunedRounds):
-        held = driver
-        task.evaluate = personalized_evaluator(
-            lambda: _pruned_state(held),
-            copy.deepcopy(model),
-            bundle.train.x,
-            bundle.train.y,
-            client_test,
-        )
+    driver = make_driver(Runtime(env, population, executor, recorder, streams, uplink))
     server: ServerFactory = lambda env, task: driver.run()  # noqa: E731
     sim = Simulation(
         [task],
@@ -293,87 +197,4 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         env=env,
     )
     sizes = np.array([len(c) for c in client_train], dtype=np.int64)
-    return Built(sim, task, population, sizes, client_test, driver, algorithm)
-
-
-def _pruned_state(driver: RoundDriver | AsyncServer) -> PrunedState:
-    assert isinstance(driver, RoundDriver) and isinstance(driver.state, PrunedState)
-    return driver.state
-
-
-def sfl_planner(sc: SplitConfig, num_cuts: int, streams: Streams) -> Planner:
-    """The round planner a [server.split] table asks for."""
-    if sc.planner == "fixed":
-        if not 1 <= sc.fixed_cut <= num_cuts:
-            raise ConfigError(
-                f"server.split.fixed_cut: cut {sc.fixed_cut} is not a legal cut (1..{num_cuts})"
-            )
-        return lambda p: sfl.fixed_cut(p, sc.fixed_cut)
-    if sc.planner == "random":
-        rng = streams.numpy("split-random-cuts", 0)
-        return lambda p: sfl.random_cuts(p, rng)
-    planners: dict[str, Planner] = {
-        "alternating": sfl.alternating,
-        "optimal": sfl.optimal,
-        "exhaustive": sfl.exhaustive,
-        "plain": sfl.plain_fl,
-        "equal": sfl.equal_shares,
-    }
-    return planners[sc.planner]
-
-
-def splitfed_rounds(
-    config: ExperimentConfig,
-    task: SimTask,
-    input_shape: tuple[int, ...],
-    population: Population,
-    streams: Streams,
-) -> SplitFedRounds:
-    """SplitFed rounds: the task's model in blocks (set on its trainer), its per-cut profile,
-    the planner."""
-    sc = config.server.split
-    blocks = splittable(config.model.name, task.trainer.model)
-    task.trainer.blocks = blocks
-    profile = profile_cuts(copy.deepcopy(blocks), input_shape)
-    speeds = np.asarray(population.compute.flops_per_s, dtype=np.float64)
-    server_flops = sc.server_flops or sc.server_factor * float(np.median(speeds))
-    return SplitFedRounds(
-        task.workload(),
-        profile,
-        sfl_planner(sc, len(profile.names), streams),
-        server_flops,
-    )
-
-
-def pruned_rounds(
-    config: ExperimentConfig,
-    task: SimTask,
-    population: Population,
-) -> PrunedRounds:
-    """Pruned-personalized rounds; sets the personal setup on the task's trainer."""
-    pc, model = config.server.pruning, task.trainer.model
-    names = [last_layer(model)] if pc.personal is None else list(pc.personal)
-    try:
-        mask = personal_mask(model, names)
-    except ValueError as exc:
-        raise ConfigError(f"server.pruning.personal: {exc}") from None
-    uplink = population.uplink
-    assert isinstance(uplink, WirelessLink)  # the config requires a wireless uplink
-    fixed = pc.ratio
-    policy = solve_admitting if pc.policy == "kkt" else lambda p: (equal_share(p, fixed), [])
-    personal_spec = task.trainer.spec
-    if pc.personal_iterations:
-        personal_spec = dataclasses.replace(personal_spec, iterations=pc.personal_iterations)
-    task.trainer.personal = PersonalSetup(mask, personal_spec)
-    return PrunedRounds(
-        task.workload(),
-        mask,
-        personal_spec,
-        uplink,
-        policy,
-        bandwidth_hz=pc.bandwidth_hz,
-        rho_max=pc.rho_max,
-        clients_per_round=config.server.clients_per_round,
-        threshold_s=pc.threshold_s,
-        threshold_factor=pc.threshold_factor,
-    )
+    return Built(sim, task, population, sizes, client_test, driver)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from fedtempo.alloc import sfl
 from fedtempo.errors import ConfigError
-from fedtempo.experiment.build import build, sfl_planner
+from fedtempo.experiment.build import build
 from fedtempo.experiment.config import ExperimentConfig
+from fedtempo.experiment.drivers import sfl_planner
+from fedtempo.experiment.servers import SplitFedConfig
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.rounds import SimView, sample_cohort
 from fedtempo.system.availability import available_at
@@ -31,10 +33,9 @@ class SflPlan:
 def plan_sfl(config: ExperimentConfig, max_combinations: int = 2_000_000) -> SflPlan:
     """Build ``config`` (algorithm splitfed) and plan its first round at virtual time 0; the
     exhaustive search runs when it has at most ``max_combinations`` cut combinations."""
-    if config.server.algorithm != "splitfed":
-        raise ConfigError(
-            f"server.algorithm: planning SFL needs 'splitfed', got {config.server.algorithm!r}"
-        )
+    s = config.server
+    if not isinstance(s, SplitFedConfig):
+        raise ConfigError(f"server.algorithm: planning SFL needs 'splitfed', got {s.algorithm!r}")
     built = build(config, Recorder())
     split, driver = built.split, built.rounds
     assert split is not None
@@ -42,9 +43,9 @@ def plan_sfl(config: ExperimentConfig, max_combinations: int = 2_000_000) -> Sfl
     candidates = available_at(rt.devices.availability, driver.eligible, 0.0)
     if not candidates:
         raise ConfigError("devices.availability: no device with data is available at time 0")
-    clients = sample_cohort(rt, 0, 0, candidates, config.server.clients_per_round)
+    clients = sample_cohort(rt, 0, 0, candidates, s.clients_per_round)
     p = split.problem(clients, SimView(rt, built.task, {}, 0.0))
-    sc = config.server.split
+    sc = s.split
     runs = {
         "plain FL": sfl.plain_fl,
         f"fixed cut {sc.fixed_cut}": sfl_planner(

@@ -22,6 +22,7 @@ import fedtempo
 from fedtempo.experiment.build import Built, build
 from fedtempo.experiment.config import ExperimentConfig, to_dict
 from fedtempo.experiment.plots import accuracy_plot
+from fedtempo.experiment.servers import AsyncConfig, RoundsConfig
 from fedtempo.sim.engine import SimResult
 from fedtempo.sim.recorder import Evaluation, Event, Recorder, UpdateRecord, columns
 
@@ -189,9 +190,10 @@ def run_experiment(
             return
         model = holder["b"].task.model
         s = config.server
-        if s.is_async:
-            by_count = model.updates_applied / s.max_updates if s.max_updates else 0.0
-        else:
+        by_count = 0.0
+        if isinstance(s, AsyncConfig) and s.max_updates:
+            by_count = model.updates_applied / s.max_updates
+        elif isinstance(s, RoundsConfig):
             by_count = model.version / s.rounds
         progress(now, max(by_count, now / limit) if limit else by_count)
 

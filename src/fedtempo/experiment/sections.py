@@ -1,0 +1,200 @@
+"""The sections of an experiment config other than ``[server]``: data, partition, model, local
+training, devices, evaluation, stopping, and MA-FL's ``[mafl]`` and ``[[tasks]]``. Frozen pydantic
+models; every key has a default and a documented unit.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """A config table: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(Section):
+    """LEAF Synthetic(alpha, beta) generator parameters."""
+
+    alpha: float = Field(0.5, ge=0)
+    beta: float = Field(0.5, ge=0)
+    size_mean: float = 4.0
+    size_sigma: float = Field(2.0, ge=0)
+    min_size: int = Field(50, ge=1)
+
+
+class DataConfig(Section):
+    dataset: Literal["digits", "mnist", "fashion-mnist", "synthetic"] = "digits"
+    root: str | None = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class PartitionConfig(Section):
+    scheme: Literal["iid", "dirichlet", "shards", "power-law", "natural"] = "dirichlet"
+    num_clients: int = Field(20, ge=1)
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    sigma: float = 1.0
+    seed: int | None = Field(None, ge=0)
+    client_test_fraction: float = Field(0.0, ge=0, lt=1)
+
+
+class ModelConfig(Section):
+    name: Literal["logreg", "mlp", "cnn-s", "femnist-cnn", "char-lstm", "effnetv2-tiny"] = "mlp"
+
+
+class TrainConfig(Section):
+    epochs: int = Field(1, ge=1)
+    iterations: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class ComputeConfig(Section):
+    """Device compute speed. ``median_flops``: FLOP/s of the median device. Sources:
+    lognormal (``sigma``), training-latency (FLHetBench phones: slowdown = latency / median,
+    per-session noise from the measured std when ``jitter``), ai-benchmark (CPU score ratio)."""
+
+    source: Literal["lognormal", "training-latency", "ai-benchmark"] = "lognormal"
+    median_flops: float = Field(2e9, gt=0)
+    sigma: float = Field(0.7, ge=0)
+    trace: str | None = None
+    model: Literal["ResNet", "Vit"] = "ResNet"
+    jitter: bool = True
+    kappa: float = Field(1e-28, ge=0)
+
+
+class LinkConfig(Section):
+    """One direction of the device links. kinds: lognormal (``median_mbps``, ``sigma``), trace
+    (a folder of throughput traces, rates x ``scale``), wireless (Shannon rate over
+    ``bandwidth_hz`` at ``power_w``, distance uniform in ``distance_m``, Rayleigh fading and
+    ``shadowing_db`` log-normal shadowing redrawn every ``coherence_s``)."""
+
+    kind: Literal["lognormal", "trace", "wireless"] = "lognormal"
+    median_mbps: float = Field(2.0, gt=0)
+    sigma: float = Field(0.5, ge=0)
+    trace: str = "traces/bandwidth/fcc"
+    scale: float = Field(1.0, gt=0)
+    bandwidth_hz: float = Field(1e6, gt=0)
+    power_w: float = Field(0.2, gt=0)
+    distance_m: tuple[float, float] = (100.0, 500.0)
+    shadowing_db: float = Field(8.0, ge=0)
+    coherence_s: float = Field(10.0, gt=0)
+    noise_dbm_hz: float = -174.0
+
+    @model_validator(mode="after")
+    def _distances(self) -> LinkConfig:
+        lo, hi = self.distance_m
+        if not 0 < lo <= hi:
+            raise ValueError(f"distance_m: need 0 < min <= max, got {list(self.distance_m)}")
+        return self
+
+
+class AvailabilityConfig(Section):
+    """always, or FLASH ready intervals (virtual time 0 = a random point of each client's trace
+    when ``random_offset``, else its trace start)."""
+
+    source: Literal["always", "flash"] = "always"
+    trace: str = "traces/availability/flash_ready_times.json"
+    random_offset: bool = True
+
+
+class DevicesConfig(Section):
+    """The device population. Traces are found under ``traces_root``, else like data sets."""
+
+    compute: ComputeConfig = ComputeConfig()
+    uplink: LinkConfig = LinkConfig(median_mbps=2.0)
+    downlink: LinkConfig = LinkConfig(median_mbps=10.0, power_w=1.0)
+    tx_power_w: float = Field(0.2, gt=0)
+    availability: AvailabilityConfig = AvailabilityConfig()
+    failure_probability: float = Field(0.0, ge=0, lt=1)
+    shared_uplink: bool = False
+    strict: bool = False
+    traces_root: str | None = None
+
+    @model_validator(mode="after")
+    def _shared(self) -> DevicesConfig:
+        if self.shared_uplink and self.uplink.kind != "wireless":
+            raise ValueError(
+                "devices.shared_uplink: splitting a total bandwidth needs "
+                f"devices.uplink.kind = 'wireless', got {self.uplink.kind!r}"
+            )
+        return self
+
+
+class TaskConfig(Section):
+    """One model of a multi-model run (``server.algorithm = "mafl"``): its data, partition over
+    the devices that hold it (``devices``: their ids, as many as ``partition.num_clients``;
+    default the first ones), model, client learning rate, weight phi_m in the objective, and
+    ``warm_rounds`` FedAvg rounds of pre-training over its devices before the run (0 = cold)."""
+
+    name: str
+    data: DataConfig = DataConfig()
+    partition: PartitionConfig = PartitionConfig()
+    model: ModelConfig = ModelConfig()
+    lr: float = Field(0.05, gt=0)
+    weight: float = Field(1.0, gt=0)
+    warm_rounds: int = Field(0, ge=0)
+    devices: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _devices(self) -> TaskConfig:
+        if self.devices is not None and len(self.devices) != self.partition.num_clients:
+            raise ValueError(
+                f"tasks.{self.name}.devices: {len(self.devices)} device ids for "
+                f"partition.num_clients = {self.partition.num_clients}"
+            )
+        return self
+
+
+class MaflConfig(Section):
+    """MA-FL (SPEC B): ``devices`` devices share ``channels`` uploads per round of ``round_s``
+    seconds for ``rounds`` rounds. Schedulers: round-robin (synchronous), async-random, sca (the
+    optimiser: minimises sum phi Psi + beta_e x energy over ``horizon`` rounds, re-planned every
+    ``step`` rounds, after ``warmup_rounds`` round-robin rounds that fit its constants).
+    ``iterations`` and ``batch``: the baselines' gamma and B (and the optimiser's start)."""
+
+    scheduler: Literal["round-robin", "async-random", "sca"] = "sca"
+    devices: int = Field(20, ge=1)
+    round_s: float = Field(10.0, gt=0)
+    rounds: int = Field(30, ge=1)
+    channels: int = Field(5, ge=1)
+    horizon: int = Field(6, ge=1)
+    step: int = Field(3, ge=1)
+    iterations: int = Field(20, ge=1)
+    batch: int = Field(32, ge=1)
+    max_iterations: int = Field(100, ge=1)
+    batch_range: tuple[int, int] = (8, 128)
+    beta_e: float = Field(0.0, ge=0)
+    energy_budget: float | None = Field(None, gt=0)
+    min_sessions: int = Field(0, ge=0)
+    server_lr: float = Field(1.0, gt=0)
+    warmup_rounds: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> MaflConfig:
+        if self.step > self.horizon:
+            raise ValueError(f"mafl.step: {self.step} > mafl.horizon = {self.horizon}")
+        lo, hi = self.batch_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"mafl.batch_range: need 1 <= min <= max, got {[lo, hi]}")
+        if self.scheduler == "sca" and self.warmup_rounds < 1:
+            raise ValueError(
+                "mafl.warmup_rounds: the sca scheduler fits its constants on warm-up rounds; "
+                "set at least 1"
+            )
+        return self
+
+
+class EvalConfig(Section):
+    interval: float = Field(0.0, ge=0)
+
+
+class StopConfig(Section):
+    virtual_time: float | None = Field(None, gt=0)
