@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from fedtempo.aggregation.reducers import coefficient_sum
-from fedtempo.aggregation.staleness import Euclidean, Staleness, StalenessWeight
+from fedtempo.aggregation.staleness import Staleness, StalenessWeight
 from fedtempo.aggregation.versions import VersionStore
 from fedtempo.client.local import Update
 from fedtempo.params import is_finite, l2_norm
@@ -59,6 +59,14 @@ class Outcome:
 
 
 class Step(Protocol):
+    """How an asynchronous server applies one accepted update (DESIGN rule 2: when x how).
+
+    Contract: ``apply`` gets the update, its staleness ``weight`` (from the rule's
+    ``StalenessWeight``, in [0, inf)) and ``base``, the global vector of the version the client
+    started from (x_tau); it returns the new global vector, or None while it only buffers. It
+    may keep what it buffers in ``state.buffer`` and must not change ``state.store``.
+    """
+
     def apply(
         self, state: AsyncState, update: Update, weight: float, base: torch.Tensor
     ) -> torch.Tensor | None:
@@ -153,7 +161,7 @@ class AsyncAggregator:
             return "dtype mismatch"
         if not is_finite(update.delta):
             return "non-finite values"
-        if isinstance(self.weight, Euclidean) and l2_norm(update.delta) == 0.0:
+        if self.weight.needs_distance and l2_norm(update.delta) == 0.0:  # gamma undefined
             return "zero delta"
         return ""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,21 @@ class Staleness:
 
 
 class StalenessWeight(Protocol):
+    """The weight of an update given its staleness (versions behind, and for AsyncFedED the
+    Euclidean gamma). Contract: pure, finite and >= 0. ``needs_distance``: whether it reads
+    ``s.distance`` (gamma = ||x_t - x_tau|| / ||Delta||), which obliges the server to keep the
+    start versions and to reject an update whose delta has zero norm."""
+
+    needs_distance: ClassVar[bool]
+
     def __call__(self, s: Staleness) -> float: ...
 
 
 @dataclass(frozen=True)
 class Constant:
     """s = 1 (FedAsync-constant; FedBuff without staleness weighting)."""
+
+    needs_distance: ClassVar[bool] = False
 
     def __call__(self, s: Staleness) -> float:
         return 1.0
@@ -32,6 +41,8 @@ class Constant:
 @dataclass(frozen=True)
 class Polynomial:
     """s = (t - tau + 1)^(-a) (Xie et al. 2019)."""
+
+    needs_distance: ClassVar[bool] = False
 
     a: float = 0.5
 
@@ -42,6 +53,8 @@ class Polynomial:
 @dataclass(frozen=True)
 class Hinge:
     """s = 1 if t - tau <= b else 1 / (a (t - tau - b) + 1) (Xie et al. 2019)."""
+
+    needs_distance: ClassVar[bool] = False
 
     a: float = 10.0
     b: float = 6.0
@@ -56,6 +69,8 @@ class Hinge:
 class InverseSqrt:
     """s = 1 / sqrt(1 + t - tau) (FedBuff's optional staleness scaling, Nguyen et al. 2022)."""
 
+    needs_distance: ClassVar[bool] = False
+
     def __call__(self, s: Staleness) -> float:
         return 1.0 / math.sqrt(1.0 + s.versions)
 
@@ -63,6 +78,8 @@ class InverseSqrt:
 @dataclass(frozen=True)
 class Euclidean:
     """eta = lambda / (gamma + epsilon) (AsyncFedED, Wang et al. 2022)."""
+
+    needs_distance: ClassVar[bool] = True
 
     lam: float = 1.0
     epsilon: float = 1.0

@@ -121,7 +121,8 @@ class MaflRounds:
         """Rounds a session needs at the nominal gamma x B (download + compute + upload)."""
         ph, s = self.physics, self.settings
         compute = ph.train_flops[None, :] * s.iterations * s.batch / ph.speed[:, None]
-        return np.maximum(1, np.ceil((compute + ph.comm_s) / s.round_s)).astype(np.int64)
+        rounds = np.ceil((compute + ph.comm_s) / s.round_s)
+        return np.asarray(np.maximum(1, rounds), dtype=np.int64)
 
     def init(self, params: Mapping[int, torch.Tensor]) -> MaflState:
         devices = self.physics.samples.shape[0]

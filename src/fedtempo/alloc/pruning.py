@@ -60,7 +60,7 @@ class PruningProblem:
         if r <= 0:
             return math.inf
         c = self.threshold - self.t_personal[n]
-        return max(0.0, 1.0 - c / (self.t_global[n] + self.model_bits / r))
+        return float(max(0.0, 1.0 - c / (self.t_global[n] + self.model_bits / r)))
 
     def latency(self, n: int, rho: float, b: float) -> float:
         r = self.rate_of(n, b)
@@ -104,7 +104,7 @@ def _log_newton(
         x = nx
         if np.all((moved <= 1e-14 * np.maximum(1.0, np.abs(x))) | (g == 0)):
             break
-    return x
+    return np.asarray(x)
 
 
 def _rate_terms(p: PruningProblem, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,7 +120,7 @@ def _bandwidths_for_rates(p: PruningProblem, rates: np.ndarray) -> np.ndarray:
     """Per device, the bandwidth giving ``rates`` (inf where no bandwidth can)."""
     if p.rate == "linear":
         assert p.s is not None
-        return rates / p.s
+        return np.asarray(rates / p.s)
     assert p.snr_per_hz is not None
     out = np.full(len(rates), np.inf)
     ok = np.isfinite(rates) & (rates < p.snr_per_hz / LN2)  # r(B) -> snr / ln 2 as B -> inf
@@ -152,7 +152,7 @@ def _marginals(p: PruningProblem, b: np.ndarray) -> np.ndarray:
         r, slope = p.s * b, p.s
     else:
         r, slope, _ = _rate_terms(p, b)
-    return p.weights * c * p.model_bits * slope / (p.t_global * r + p.model_bits) ** 2
+    return np.asarray(p.weights * c * p.model_bits * slope / (p.t_global * r + p.model_bits) ** 2)
 
 
 def _bandwidths_at(

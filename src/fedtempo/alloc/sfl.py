@@ -121,7 +121,7 @@ def latencies(p: SflProblem, cuts: np.ndarray, shares: np.ndarray) -> np.ndarray
     a_n, b_n = a[rows, cuts - 1], b[rows, cuts - 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         extra = np.where(b_n > 0, b_n / shares, 0.0)
-    return a_n + extra
+    return np.asarray(a_n + extra)
 
 
 def share_server(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
@@ -155,7 +155,7 @@ def _best_cuts(a: np.ndarray, b: np.ndarray, shares: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = a + np.where(b > 0, b / shares[:, None], 0.0)
     t = np.where((b > 0) & (shares[:, None] <= 0), np.inf, t)
-    return np.argmin(t, axis=1) + 1
+    return np.asarray(np.argmin(t, axis=1) + 1)
 
 
 def with_shares(p: SflProblem, cuts: np.ndarray, policy: str) -> SflAllocation:
@@ -256,7 +256,7 @@ def _taus(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
             total = np.where((gap <= 0).any(axis=1), np.inf, s.sum(axis=1))
         ok = total <= 1.0
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
-    return np.maximum(np.where(has, hi, -np.inf), alone)
+    return np.asarray(np.maximum(np.where(has, hi, -np.inf), alone))
 
 
 def plain_fl(p: SflProblem) -> SflAllocation:

@@ -73,7 +73,7 @@ def batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) -> 
     out: list[torch.Tensor] = []
     while len(out) < steps:
         perm = torch.randperm(n, generator=generator)
-        out.extend(perm.split(spec.batch_size))
+        out.extend(perm.split(spec.batch_size))  # type: ignore[no-untyped-call]
     return out[:steps]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedtempo.experiment.config import ExperimentConfig
+from fedtempo.experiment.files import write_logs, write_summary
 from fedtempo.experiment.multibuild import BuiltMulti
 from fedtempo.experiment.plots import accuracy_plot
 from fedtempo.multitask.optimised import SCAScheduler
@@ -70,8 +71,6 @@ def summarize_multi(
 def write_multi(
     out: Path, config: ExperimentConfig, built: BuiltMulti, result: SimResult
 ) -> dict[str, Any]:
-    from fedtempo.experiment.results import write_logs, write_summary
-
     write_logs(out, result)
     names = [tc.name for tc in config.tasks]
     accuracy_plot(

@@ -4,6 +4,7 @@ next to the baselines (``fedtempo plan sfl``)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedtempo.alloc import sfl
@@ -46,7 +47,7 @@ def plan_sfl(config: ExperimentConfig, max_combinations: int = 2_000_000) -> Sfl
     clients = sample_cohort(rt, 0, 0, candidates, s.clients_per_round)
     p = split.problem(clients, SimView(rt, built.task, {}, 0.0))
     sc = s.split
-    runs = {
+    runs: dict[str, Callable[[sfl.SflProblem], sfl.SflAllocation]] = {
         "plain FL": sfl.plain_fl,
         f"fixed cut {sc.fixed_cut}": sfl_planner(
             sc.model_copy(update={"planner": "fixed"}), p.num_cuts, rt.streams

@@ -7,8 +7,6 @@ summary.json is an incomplete run.
 
 from __future__ import annotations
 
-import csv
-import json
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
@@ -21,6 +19,9 @@ import torch
 import fedtempo
 from fedtempo.experiment.build import Built, build
 from fedtempo.experiment.config import ExperimentConfig, to_dict
+from fedtempo.experiment.files import write_csv, write_logs, write_summary
+from fedtempo.experiment.multibuild import build_multitask
+from fedtempo.experiment.multiresults import summarize_multi, write_multi
 from fedtempo.experiment.plots import accuracy_plot
 from fedtempo.experiment.servers import AsyncConfig, RoundsConfig
 from fedtempo.sim.engine import SimResult
@@ -35,13 +36,6 @@ def time_to_accuracy(evals: Sequence[Evaluation], target: float) -> float | None
         if e.accuracy >= target:
             return e.time
     return None
-
-
-def _write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 CLIENT_COLUMNS = [
@@ -136,22 +130,15 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
     }
 
 
-def write_logs(out: Path, result: SimResult) -> None:
-    """events.csv and evaluations.csv."""
-    rec = result.recorder
-    _write_csv(out / "events.csv", columns(Event), [astuple(e) for e in rec.events])
-    _write_csv(out / "evaluations.csv", columns(Evaluation), [astuple(e) for e in rec.evaluations])
-
-
 def write_results(
     out: Path, config: ExperimentConfig, built: Built, result: SimResult
 ) -> dict[str, Any]:
     """Write every result file, summary.json last; returns the summary."""
     rec = result.recorder
     write_logs(out, result)
-    _write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
+    write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
     if rec.updates:
-        _write_csv(out / "updates.csv", columns(UpdateRecord), [astuple(u) for u in rec.updates])
+        write_csv(out / "updates.csv", columns(UpdateRecord), [astuple(u) for u in rec.updates])
     accuracy_plot(
         [(config.server.algorithm, rec.evaluations)],
         out / "accuracy.png",
@@ -160,13 +147,6 @@ def write_results(
     summary = summarize(config, built, result)
     write_summary(out, summary)
     return summary
-
-
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    """summary.json, via a temporary file, so that a crash never leaves a half-written one."""
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "summary.json")
 
 
 def run_experiment(
@@ -212,9 +192,6 @@ def run_multitask(
     progress: Callable[[float, float], None] | None = None,
 ) -> tuple[dict[str, Any], SimResult]:
     """An MA-FL run (``[[tasks]]``): build, run, summarise per task and in total."""
-    from fedtempo.experiment.multibuild import build_multitask
-    from fedtempo.experiment.multiresults import summarize_multi, write_multi
-
     horizon = config.mafl.rounds * config.mafl.round_s
     recorder = Recorder((lambda now: progress(now, now / horizon)) if progress else None)
     built = build_multitask(config, recorder)

@@ -45,7 +45,7 @@ class ArrivalPredictor:
 
     def durations(self) -> np.ndarray:
         """d_hat per party."""
-        return self.mean + self.k * np.sqrt(self.var)
+        return np.asarray(self.mean + self.k * np.sqrt(self.var))
 
 
 def predicted_quorum(arrivals: np.ndarray, quorum: int) -> float:

@@ -35,7 +35,8 @@ class FusedMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
-        return x + out if self.residual else out
+        result: torch.Tensor = x + out if self.residual else out
+        return result
 
 
 class SqueezeExcite(nn.Module):
@@ -70,7 +71,7 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+        out: torch.Tensor = self.body(x)
         return x + out if self.residual else out
 
 

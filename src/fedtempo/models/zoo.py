@@ -94,7 +94,8 @@ class CharLSTM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(self.embed(tokens))
-        return self.head(out[:, -1, :])
+        logits: torch.Tensor = self.head(out[:, -1, :])
+        return logits
 
 
 def char_lstm(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -51,7 +51,7 @@ def _gradient(
     load_vector(model, params)
     model.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(x), y)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     flat = [
         p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel())
         for p in model.parameters()

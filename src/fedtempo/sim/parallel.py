@@ -52,6 +52,12 @@ class _FutureHandle:
         self._future.cancel()  # a job not yet started never runs
 
 
+def _share(tensor: torch.Tensor) -> None:
+    """Move ``tensor`` to shared memory (once): it then crosses to workers as a handle."""
+    if not tensor.is_shared():  # type: ignore[no-untyped-call]
+        tensor.share_memory_()  # type: ignore[no-untyped-call]
+
+
 class ProcessExecutor:
     """Runs trainings on ``workers`` processes (spawned, so safe with torch's thread pools)."""
 
@@ -59,11 +65,9 @@ class ProcessExecutor:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         for t in trainers.values():
-            t.x.share_memory_()
-            t.y.share_memory_()
-            for idx in t.client_indices:
-                if isinstance(idx, torch.Tensor):
-                    idx.share_memory_()
+            for tensor in (t.x, t.y, *t.client_indices):
+                if isinstance(tensor, torch.Tensor):
+                    _share(tensor)
         context: Any = tmp.get_context("spawn")
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers,
@@ -73,8 +77,7 @@ class ProcessExecutor:
         )
 
     def submit(self, job: TrainingJob) -> Handle:
-        if not job.start.is_shared():
-            job.start.share_memory_()
+        _share(job.start)
         return _FutureHandle(self._pool.submit(_train, job))
 
     def close(self) -> None:

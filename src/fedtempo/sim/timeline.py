@@ -65,7 +65,9 @@ def compute_draw(job: TrainingJob) -> tuple[int, int]:
     return (job.task, job.dispatch)
 
 
-def _watchdog(env: simpy.Environment, session: simpy.Process, delay: float) -> Generator:
+def _watchdog(
+    env: simpy.Environment, session: simpy.Process, delay: float
+) -> Generator[Any, Any, None]:
     yield env.timeout(delay)
     if session.is_alive:
         session.interrupt("offline")

@@ -10,6 +10,10 @@ import numpy as np
 
 
 class Availability(Protocol):
+    """When each client is ready to train. Times are seconds on the driver's clock (virtual
+    time 0 = the run's start); contract: ``window_end(c, t)`` is None or > t, and
+    ``next_start(c, t)`` is >= t, equal to t exactly when ``window_end(c, t)`` is not None."""
+
     def window_end(self, client: int, t: float) -> float | None:
         """End of the ready window holding ``t``; None if not available at ``t``."""
         ...

@@ -17,11 +17,21 @@ from fedtempo.rng import Streams
 
 
 class Link(Protocol):
-    def transfer_time(self, client: int, bits: float, now: float) -> float: ...
+    """One direction of every client's link. Units: bits, seconds, bit/s; ``now`` is the
+    transfer's start on the driver's clock. Contract: ``transfer_time`` > 0 for bits > 0 and
+    non-decreasing in bits; ``rate_bps`` > 0 at any share in (0, 1]."""
 
-    def rate_bps(self, client: int, now: float, share: float = 1.0) -> float: ...
+    def transfer_time(self, client: int, bits: float, now: float) -> float:
+        """Seconds to move ``bits`` starting at ``now`` (rates may vary during it)."""
+        ...
 
-    def mean_rate_bps(self, client: int) -> float: ...
+    def rate_bps(self, client: int, now: float, share: float = 1.0) -> float:
+        """The rate at ``now`` with ``share`` of the link's bandwidth."""
+        ...
+
+    def mean_rate_bps(self, client: int) -> float:
+        """The long-run mean rate (what a planner uses when it does not look at ``now``)."""
+        ...
 
 
 # ---- pure formulas (SPEC section 0) -----------------------------------------------------------
@@ -33,7 +43,7 @@ def path_loss_db(distance_km: float) -> float:
 
 
 def dbm_to_watt(dbm: float) -> float:
-    return 10.0 ** ((dbm - 30.0) / 10.0)
+    return float(10.0 ** ((dbm - 30.0) / 10.0))
 
 
 def shannon_rate(bandwidth_hz: float, power_w: float, gain: float, noise_w_per_hz: float) -> float:

@@ -1,53 +1,5 @@
-"""MA-FL scheduling and batch/iteration allocation by successive convex approximation (SPEC B).
-
-Over a horizon of H rounds, a *candidate session* i = (device n, model m, start round t) runs
-for ``session_rounds[n, m]`` = d rounds and uploads in round u = t + d - 1. The schedule picks
-candidates (s_i in {0, 1}); gamma_{n,m} (SGD iterations) and B_{n,m} (batch) size every session
-of n on m. The objective is
-
-    J = sum_m phi_m Psi_m + beta_E E_total,  E_total = sum_i s_i (kappa c_m B gamma f_n^2 + E_up),
-    Psi_m = G_m / (1 + k_m P_m),  P_m = sum_t pi_{m,t},
-    pi_{m,t} = sum_{i in (m,t)} s_i w_i h_i / (A_{m,t} + A0_m),  A_{m,t} = sum_{i in (m,t)} s_i w_i,
-
-Psi_m is our convergence-bound surrogate (the paper's exact bound is not published in the
-seed). G_m is the model's current loss gap (a warm model starts lower) and P_m the progress
-over the horizon, in effective server steps; the gap shrinks as G / (1 + k P) (the O(1/T) of
-SGD), at the rate k_m measured by a probe round. Round t's arrivals for model m are averaged by
-data weight (FedAvg over the arrivals), so the round moves the model by their mean effective
-steps, discounted by how well their data share A represents the population:
-
-- client sampling / heterogeneity: a share A of the data gives a gradient of quality
-  A / (A + A0), with A0 = zeta^2 / (N g^2) (zeta^2 the gradient dissimilarity across the N
-  devices, g^2 the squared gradient norm): one round of a lone small device moves the model
-  as far as a full round, but in a biased direction;
-- mini-batch noise: a step at batch B is worth B / (a B + B_noise) of a full-batch step, with
-  the gradient noise scale B_noise = sigma^2 / g^2 and a = 1 - B_noise / D (the finite-population
-  factor (1 - B/D) sigma^2 / B);
-- local drift: the j-th local step of a session is computed ever farther from the global model
-  (and, at a fixed learning rate, ever closer to its noise floor), so gamma steps are worth
-  gamma0 log(1 + gamma / gamma0) (gamma0 fitted on the probe round);
-- staleness: a session spanning d rounds starts d - 1 server steps behind; its weight is
-  w_i = rho_n / (1 + xi (d - 1)), with xi the relative change of the gradient over one server step;
-- the devices' own gaps: a device on whose data the model does worse is worth more (loss-aware
-  selection, as in Power-of-Choice), so w_i is also multiplied by l_n, the model's loss on n's
-  data over its mean loss; training n lowers l_n, so the choice rotates over the devices.
-
-So h_i = gamma0 log(1 + gamma / gamma0) x B / (a B + B_noise), w_i = rho_n l_n / (1 + xi (d - 1)).
-Constraints: one model per device at a time, at most C uploads per round, data, availability,
-devices busy with committed sessions, an optional energy budget and an optional minimum number of
-sessions per model; the latency of a session (download, gamma x B samples of compute, upload) must
-fit its d rounds.
-
-Solution (the SPEC's recipe):
-1. S-step: relax s to [0, 1]; with gamma and B at their starting values every session of model m
-   is given the model's mean h, so pi_{m,t} = h_m A / (A + A0) is concave in s and the problem
-   convex; add the concave penalty mu sum s (1 - s), linearise it at the current point and solve
-   (CVXPY); iterate (a majorise-minimise scheme, so the penalised objective never increases);
-   round greedily on the exact J.
-2. gamma/B step with the schedule fixed: pi is linear in each session's h, and h is concave in
-   gamma (B fixed) and in B (gamma fixed); alternate the two convex problems, each solved
-   exactly; J never increases.
-"""
+"""The MA-FL solver: successive convex approximation of the schedule, greedy rounding, then
+the gamma/B step with the schedule fixed (see ``fedtempo.alloc.mafl``)."""
 
 from __future__ import annotations
 
@@ -57,214 +9,22 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
+from fedtempo.alloc.mafl.problem import (
+    Candidates,
+    Coefficients,
+    MaflProblem,
+    _drift_factor,
+    _occupancy,
+    _onehot,
+    _population,
+    _terms_array,
+    batch_factor,
+    candidates,
+    coefficients,
+    effective_steps,
+    objective,
+)
 from fedtempo.alloc.pruning import Infeasible
-
-
-@dataclass(frozen=True)
-class TaskTerms:
-    """The constants of Psi_m for one model (loss in nats, progress in effective steps)."""
-
-    gap: float  # G_m
-    rate: float  # k_m, per effective server step
-    spread: float  # A0_m, in data-share units
-    batch_noise: float  # B_noise = sigma^2 / g^2, samples
-    local_steps: float  # gamma0, local steps
-    staleness: float  # xi, per server step
-    weight: float = 1.0  # phi_m
-    relative_loss: np.ndarray | None = None  # l_n: loss on device n's data / mean loss (N)
-
-
-def _terms_array(terms: tuple[TaskTerms, ...], name: str) -> np.ndarray:
-    return np.array([getattr(t, name) for t in terms], dtype=float)
-
-
-def effective_steps(
-    gamma: np.ndarray,
-    batch: np.ndarray,
-    samples: np.ndarray,
-    local_steps: np.ndarray | float,
-    batch_noise: np.ndarray | float,
-) -> np.ndarray:
-    """h = gamma0 log(1 + gamma / gamma0) x B / (a B + B_noise), a = 1 - B_noise / D."""
-    return _drift_factor(gamma, local_steps) * batch_factor(batch, samples, batch_noise)
-
-
-def _drift_factor(gamma: np.ndarray, local_steps: np.ndarray | float) -> np.ndarray:
-    return local_steps * np.log1p(gamma / local_steps)
-
-
-def _population(samples: np.ndarray, batch_noise: np.ndarray | float) -> np.ndarray:
-    """a = 1 - B_noise / D, kept at least 0.05 (tiny datasets are all but noise-free anyway)."""
-    return np.clip(1.0 - batch_noise / np.maximum(samples, 1.0), 0.05, 1.0)
-
-
-def batch_factor(
-    batch: np.ndarray, samples: np.ndarray, batch_noise: np.ndarray | float
-) -> np.ndarray:
-    return batch / (_population(samples, batch_noise) * batch + batch_noise)
-
-
-@dataclass(frozen=True)
-class MaflProblem:
-    """One horizon's instance (N devices, M models, H rounds). Energy in J, times in s."""
-
-    terms: tuple[TaskTerms, ...]
-    samples: np.ndarray  # D_{n,m} (N x M); 0 = no data
-    train_flops: np.ndarray  # c_m: FLOPs per training sample (M)
-    speed: np.ndarray  # f_n: FLOP/s (N)
-    kappa: float  # effective capacitance alpha/2
-    upload_j: np.ndarray  # energy of one upload of m by n (N x M)
-    comm_s: np.ndarray  # download + upload seconds of m on n (N x M)
-    round_s: float
-    session_rounds: np.ndarray  # d_{n,m} (N x M), >= 1
-    available: np.ndarray  # N x H
-    busy_from: np.ndarray  # relative round from which device n is free (N)
-    channel_used: np.ndarray  # uploads already committed per round (H)
-    channels: int
-    beta_e: float
-    iterations: int  # nominal gamma (the session lengths were sized with it)
-    batch: int  # B used while choosing the schedule
-    max_iterations: int = 100
-    batch_range: tuple[int, int] = (8, 128)
-    energy_budget: float | None = None
-    min_sessions: int = 0
-    penalty: float | None = None  # mu; None: the mean |dJ/ds| at s = 0
-
-    @property
-    def rho(self) -> np.ndarray:
-        total = self.samples.sum(axis=0, keepdims=True)
-        return np.divide(self.samples, total, out=np.zeros_like(self.samples), where=total > 0)
-
-    def energy(self, gamma: np.ndarray, batch: np.ndarray) -> np.ndarray:
-        """Energy of one session of each (n, m) at (gamma, B) (N x M)."""
-        per_flop = self.kappa * self.speed[:, None] ** 2
-        return per_flop * self.train_flops[None, :] * batch * gamma + self.upload_j
-
-    def compute_budget_s(self) -> np.ndarray:
-        """Seconds of compute a session may take within its rounds (N x M)."""
-        return self.session_rounds * self.round_s - self.comm_s
-
-    def steps(self, gamma: np.ndarray, batch: np.ndarray) -> np.ndarray:
-        """h of one session of each (n, m) at (gamma, B) (N x M)."""
-        return effective_steps(
-            gamma.astype(float),
-            batch.astype(float),
-            self.samples,
-            _terms_array(self.terms, "local_steps")[None, :],
-            _terms_array(self.terms, "batch_noise")[None, :],
-        )
-
-    def share(self) -> np.ndarray:
-        """w = rho l / (1 + xi (d - 1)) of a session of each (n, m) (N x M)."""
-        xi = _terms_array(self.terms, "staleness")[None, :]
-        local = np.ones(self.samples.shape)
-        for m, t in enumerate(self.terms):
-            if t.relative_loss is not None:
-                local[:, m] = t.relative_loss
-        return self.rho * local / (1.0 + xi * (self.session_rounds - 1))
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """The sessions a schedule may pick: device, model, start and upload rounds (relative)."""
-
-    device: np.ndarray
-    model: np.ndarray
-    start: np.ndarray
-    upload: np.ndarray
-
-
-def candidates(p: MaflProblem) -> Candidates:
-    n_dev, n_mod = p.samples.shape
-    horizon = p.available.shape[1]
-    budget = p.compute_budget_s()
-    rows = []
-    for n in range(n_dev):
-        for m in range(n_mod):
-            d = int(p.session_rounds[n, m])
-            if p.samples[n, m] <= 0 or budget[n, m] <= 0:
-                continue
-            for t in range(int(p.busy_from[n]), horizon - d + 1):
-                if p.available[n, t : t + d].all():
-                    rows.append((n, m, t, t + d - 1))
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
-    return Candidates(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
-
-
-def _occupancy(p: MaflProblem, c: Candidates) -> sp.csr_matrix:
-    """Rows (device, round): 1 where the candidate keeps that device busy in that round."""
-    horizon = p.available.shape[1]
-    r, col = [], []
-    for i in range(len(c.device)):
-        for t in range(int(c.start[i]), int(c.upload[i]) + 1):
-            r.append(int(c.device[i]) * horizon + t)
-            col.append(i)
-    shape = (p.samples.shape[0] * horizon, len(c.device))
-    return sp.csr_matrix((np.ones(len(r)), (r, col)), shape=shape)
-
-
-def _onehot(index: np.ndarray, size: int) -> sp.csr_matrix:
-    cols = np.arange(len(index))
-    return sp.csr_matrix((np.ones(len(index)), (index, cols)), shape=(size, len(index)))
-
-
-@dataclass(frozen=True)
-class Coefficients:
-    """Per candidate: data weight w_i, effective steps h_i, energy, and its (model, upload
-    round) slot m H + u; per model: G, k, A0, phi and the S-step's mean h."""
-
-    share: np.ndarray
-    steps: np.ndarray
-    energy: np.ndarray
-    slot: np.ndarray
-    gap: np.ndarray
-    rate: np.ndarray
-    spread: np.ndarray
-    weight: np.ndarray
-    mean_steps: np.ndarray
-
-
-def coefficients(
-    p: MaflProblem, c: Candidates, gamma: np.ndarray, batch: np.ndarray
-) -> Coefficients:
-    n, m = c.device, c.model
-    n_mod, horizon = len(p.terms), p.available.shape[1]
-    share, steps = p.share()[n, m], p.steps(gamma, batch)[n, m]
-    total = np.bincount(m, weights=share, minlength=n_mod)
-    mean = np.bincount(m, weights=share * steps, minlength=n_mod)
-    return Coefficients(
-        share=share,
-        steps=steps,
-        energy=p.energy(gamma, batch)[n, m],
-        slot=m * horizon + c.upload,
-        gap=_terms_array(p.terms, "gap"),
-        rate=_terms_array(p.terms, "rate"),
-        spread=np.maximum(_terms_array(p.terms, "spread"), 1e-9),
-        weight=_terms_array(p.terms, "weight"),
-        mean_steps=np.divide(mean, total, out=np.zeros(n_mod), where=total > 0),
-    )
-
-
-def _progress(p: MaflProblem, k: Coefficients, s: np.ndarray, mean: bool) -> np.ndarray:
-    """P_m at selection s (exact, or with every session at its model's mean h: the S-step)."""
-    n_mod, horizon = len(p.terms), p.available.shape[1]
-    size = n_mod * horizon
-    share = np.bincount(k.slot, weights=k.share * s, minlength=size).reshape(n_mod, horizon)
-    if mean:
-        moved = k.mean_steps[:, None] * share
-    else:
-        moved = np.bincount(k.slot, weights=k.share * k.steps * s, minlength=size)
-        moved = moved.reshape(n_mod, horizon)
-    return (moved / (share + k.spread[:, None])).sum(axis=1)
-
-
-def objective(
-    p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients, mean: bool = False
-) -> float:
-    """J at the (possibly fractional) selection s, without the binarity penalty; ``mean``: the
-    S-step's form (every session of model m at the model's mean h)."""
-    psi = k.weight * k.gap / (1 + k.rate * _progress(p, k, s, mean))
-    return float(psi.sum() + p.beta_e * (k.energy @ s))
 
 
 @dataclass
@@ -579,7 +339,7 @@ def starting_iterations(p: MaflProblem) -> np.ndarray:
         out[:, m] = int(grid[int(np.argmax(net))])
     seconds = p.compute_budget_s() * p.speed[:, None] / p.train_flops[None, :]
     cap = np.maximum(np.floor(seconds / p.batch), 1).astype(np.int64)
-    return np.minimum(out, cap)
+    return np.asarray(np.minimum(out, cap))
 
 
 def plan(p: MaflProblem) -> Plan:

@@ -1,0 +1,218 @@
+"""The MA-FL surrogate: each model's constants, the planning problem, its candidate sessions and
+the objective J (see ``fedtempo.alloc.mafl``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class TaskTerms:
+    """The constants of Psi_m for one model (loss in nats, progress in effective steps)."""
+
+    gap: float  # G_m
+    rate: float  # k_m, per effective server step
+    spread: float  # A0_m, in data-share units
+    batch_noise: float  # B_noise = sigma^2 / g^2, samples
+    local_steps: float  # gamma0, local steps
+    staleness: float  # xi, per server step
+    weight: float = 1.0  # phi_m
+    relative_loss: np.ndarray | None = None  # l_n: loss on device n's data / mean loss (N)
+
+
+def _terms_array(terms: tuple[TaskTerms, ...], name: str) -> np.ndarray:
+    return np.array([getattr(t, name) for t in terms], dtype=float)
+
+
+def effective_steps(
+    gamma: np.ndarray,
+    batch: np.ndarray,
+    samples: np.ndarray,
+    local_steps: np.ndarray | float,
+    batch_noise: np.ndarray | float,
+) -> np.ndarray:
+    """h = gamma0 log(1 + gamma / gamma0) x B / (a B + B_noise), a = 1 - B_noise / D."""
+    return np.asarray(_drift_factor(gamma, local_steps) * batch_factor(batch, samples, batch_noise))
+
+
+def _drift_factor(gamma: np.ndarray, local_steps: np.ndarray | float) -> np.ndarray:
+    return local_steps * np.log1p(gamma / local_steps)
+
+
+def _population(samples: np.ndarray, batch_noise: np.ndarray | float) -> np.ndarray:
+    """a = 1 - B_noise / D, kept at least 0.05 (tiny datasets are all but noise-free anyway)."""
+    return np.asarray(np.clip(1.0 - batch_noise / np.maximum(samples, 1.0), 0.05, 1.0))
+
+
+def batch_factor(
+    batch: np.ndarray, samples: np.ndarray, batch_noise: np.ndarray | float
+) -> np.ndarray:
+    return np.asarray(batch / (_population(samples, batch_noise) * batch + batch_noise))
+
+
+@dataclass(frozen=True)
+class MaflProblem:
+    """One horizon's instance (N devices, M models, H rounds). Energy in J, times in s."""
+
+    terms: tuple[TaskTerms, ...]
+    samples: np.ndarray  # D_{n,m} (N x M); 0 = no data
+    train_flops: np.ndarray  # c_m: FLOPs per training sample (M)
+    speed: np.ndarray  # f_n: FLOP/s (N)
+    kappa: float  # effective capacitance alpha/2
+    upload_j: np.ndarray  # energy of one upload of m by n (N x M)
+    comm_s: np.ndarray  # download + upload seconds of m on n (N x M)
+    round_s: float
+    session_rounds: np.ndarray  # d_{n,m} (N x M), >= 1
+    available: np.ndarray  # N x H
+    busy_from: np.ndarray  # relative round from which device n is free (N)
+    channel_used: np.ndarray  # uploads already committed per round (H)
+    channels: int
+    beta_e: float
+    iterations: int  # nominal gamma (the session lengths were sized with it)
+    batch: int  # B used while choosing the schedule
+    max_iterations: int = 100
+    batch_range: tuple[int, int] = (8, 128)
+    energy_budget: float | None = None
+    min_sessions: int = 0
+    penalty: float | None = None  # mu; None: the mean |dJ/ds| at s = 0
+
+    @property
+    def rho(self) -> np.ndarray:
+        total = self.samples.sum(axis=0, keepdims=True)
+        return np.asarray(
+            np.divide(self.samples, total, out=np.zeros_like(self.samples), where=total > 0)
+        )
+
+    def energy(self, gamma: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """Energy of one session of each (n, m) at (gamma, B) (N x M)."""
+        per_flop = self.kappa * self.speed[:, None] ** 2
+        return np.asarray(per_flop * self.train_flops[None, :] * batch * gamma + self.upload_j)
+
+    def compute_budget_s(self) -> np.ndarray:
+        """Seconds of compute a session may take within its rounds (N x M)."""
+        return np.asarray(self.session_rounds * self.round_s - self.comm_s)
+
+    def steps(self, gamma: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """h of one session of each (n, m) at (gamma, B) (N x M)."""
+        return effective_steps(
+            gamma.astype(float),
+            batch.astype(float),
+            self.samples,
+            _terms_array(self.terms, "local_steps")[None, :],
+            _terms_array(self.terms, "batch_noise")[None, :],
+        )
+
+    def share(self) -> np.ndarray:
+        """w = rho l / (1 + xi (d - 1)) of a session of each (n, m) (N x M)."""
+        xi = _terms_array(self.terms, "staleness")[None, :]
+        local = np.ones(self.samples.shape)
+        for m, t in enumerate(self.terms):
+            if t.relative_loss is not None:
+                local[:, m] = t.relative_loss
+        return np.asarray(self.rho * local / (1.0 + xi * (self.session_rounds - 1)))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The sessions a schedule may pick: device, model, start and upload rounds (relative)."""
+
+    device: np.ndarray
+    model: np.ndarray
+    start: np.ndarray
+    upload: np.ndarray
+
+
+def candidates(p: MaflProblem) -> Candidates:
+    n_dev, n_mod = p.samples.shape
+    horizon = p.available.shape[1]
+    budget = p.compute_budget_s()
+    rows = []
+    for n in range(n_dev):
+        for m in range(n_mod):
+            d = int(p.session_rounds[n, m])
+            if p.samples[n, m] <= 0 or budget[n, m] <= 0:
+                continue
+            for t in range(int(p.busy_from[n]), horizon - d + 1):
+                if p.available[n, t : t + d].all():
+                    rows.append((n, m, t, t + d - 1))
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    return Candidates(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+
+
+def _occupancy(p: MaflProblem, c: Candidates) -> sp.csr_matrix:
+    """Rows (device, round): 1 where the candidate keeps that device busy in that round."""
+    horizon = p.available.shape[1]
+    r, col = [], []
+    for i in range(len(c.device)):
+        for t in range(int(c.start[i]), int(c.upload[i]) + 1):
+            r.append(int(c.device[i]) * horizon + t)
+            col.append(i)
+    shape = (p.samples.shape[0] * horizon, len(c.device))
+    return sp.csr_matrix((np.ones(len(r)), (r, col)), shape=shape)
+
+
+def _onehot(index: np.ndarray, size: int) -> sp.csr_matrix:
+    cols = np.arange(len(index))
+    return sp.csr_matrix((np.ones(len(index)), (index, cols)), shape=(size, len(index)))
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Per candidate: data weight w_i, effective steps h_i, energy, and its (model, upload
+    round) slot m H + u; per model: G, k, A0, phi and the S-step's mean h."""
+
+    share: np.ndarray
+    steps: np.ndarray
+    energy: np.ndarray
+    slot: np.ndarray
+    gap: np.ndarray
+    rate: np.ndarray
+    spread: np.ndarray
+    weight: np.ndarray
+    mean_steps: np.ndarray
+
+
+def coefficients(
+    p: MaflProblem, c: Candidates, gamma: np.ndarray, batch: np.ndarray
+) -> Coefficients:
+    n, m = c.device, c.model
+    n_mod, horizon = len(p.terms), p.available.shape[1]
+    share, steps = p.share()[n, m], p.steps(gamma, batch)[n, m]
+    total = np.bincount(m, weights=share, minlength=n_mod)
+    mean = np.bincount(m, weights=share * steps, minlength=n_mod)
+    return Coefficients(
+        share=share,
+        steps=steps,
+        energy=p.energy(gamma, batch)[n, m],
+        slot=m * horizon + c.upload,
+        gap=_terms_array(p.terms, "gap"),
+        rate=_terms_array(p.terms, "rate"),
+        spread=np.maximum(_terms_array(p.terms, "spread"), 1e-9),
+        weight=_terms_array(p.terms, "weight"),
+        mean_steps=np.divide(mean, total, out=np.zeros(n_mod), where=total > 0),
+    )
+
+
+def _progress(p: MaflProblem, k: Coefficients, s: np.ndarray, mean: bool) -> np.ndarray:
+    """P_m at selection s (exact, or with every session at its model's mean h: the S-step)."""
+    n_mod, horizon = len(p.terms), p.available.shape[1]
+    size = n_mod * horizon
+    share = np.bincount(k.slot, weights=k.share * s, minlength=size).reshape(n_mod, horizon)
+    if mean:
+        moved = k.mean_steps[:, None] * share
+    else:
+        moved = np.bincount(k.slot, weights=k.share * k.steps * s, minlength=size)
+        moved = moved.reshape(n_mod, horizon)
+    return np.asarray((moved / (share + k.spread[:, None])).sum(axis=1))
+
+
+def objective(
+    p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients, mean: bool = False
+) -> float:
+    """J at the (possibly fractional) selection s, without the binarity penalty; ``mean``: the
+    S-step's form (every session of model m at the model's mean h)."""
+    psi = k.weight * k.gap / (1 + k.rate * _progress(p, k, s, mean))
+    return float(psi.sum() + p.beta_e * (k.energy @ s))
