@@ -58,3 +58,25 @@ def test_fedavg_with_zero_deltas_is_identity(us: list[Update]) -> None:
     zero = [Update(u.client, 0, 0, torch.zeros_like(u.delta), u.num_samples, 1, 0.0) for u in us]
     x = torch.arange(float(us[0].delta.numel()))
     assert torch.equal(FedAvg().aggregate(x, zero), x)
+
+
+@given(updates(), st.randoms())
+@settings(max_examples=60)
+def test_robust_rules_are_order_free_and_bounded(us: list[Update], rnd) -> None:  # type: ignore[no-untyped-def]
+    from fedtempo.aggregation import coordinate_median, trimmed_mean
+
+    vectors = [u.delta for u in us]
+    shuffled = list(vectors)
+    rnd.shuffle(shuffled)
+    stacked = torch.stack(vectors)
+    for rule in (coordinate_median, lambda v: trimmed_mean(v, 0.2)):
+        out = rule(vectors)
+        assert torch.equal(out, rule(shuffled))
+        assert torch.all(out >= stacked.min(dim=0).values - 1e-4)
+        assert torch.all(out <= stacked.max(dim=0).values + 1e-4)
+    # every vector the same: both rules return it
+    same = [vectors[0]] * len(vectors)
+    assert torch.allclose(coordinate_median(same), vectors[0])
+    assert torch.allclose(trimmed_mean(same, 0.2), vectors[0])
+    # with no trimming the trimmed mean is the plain mean
+    assert torch.allclose(trimmed_mean(vectors, 0.0), stacked.mean(dim=0), atol=1e-4)

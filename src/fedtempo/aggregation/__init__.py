@@ -10,7 +10,13 @@ from fedtempo.aggregation.asynchronous import (
     adapt_epochs,
     staleness_of,
 )
-from fedtempo.aggregation.reducers import coefficient_sum, sample_weighted_delta
+from fedtempo.aggregation.fusion import Buffered, RunningSum
+from fedtempo.aggregation.reducers import (
+    coefficient_sum,
+    coordinate_median,
+    sample_weighted_delta,
+    trimmed_mean,
+)
 from fedtempo.aggregation.staleness import (
     Constant,
     Euclidean,
@@ -27,6 +33,7 @@ __all__ = [
     "AsyncAggregator",
     "AsyncState",
     "BufferStep",
+    "Buffered",
     "Constant",
     "DeltaStep",
     "Euclidean",
@@ -36,12 +43,15 @@ __all__ = [
     "MixStep",
     "Outcome",
     "Polynomial",
+    "RunningSum",
     "Staleness",
     "StalenessWeight",
     "SyncRule",
     "VersionStore",
     "adapt_epochs",
     "coefficient_sum",
+    "coordinate_median",
     "sample_weighted_delta",
     "staleness_of",
+    "trimmed_mean",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -32,3 +33,37 @@ def coefficient_sum(updates: Sequence[Update], coefficients: Sequence[float]) ->
     """sum_i c_i Delta_i, reduced in client order (float64 accumulation)."""
     order = client_order(updates)
     return weighted_sum([updates[i].delta for i in order], [coefficients[i] for i in order])
+
+
+_CHUNK = 1 << 20  # coordinates per block: the sort's memory stays bounded for large models
+
+
+def _by_coordinate(
+    vectors: Sequence[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``reduce`` applied to each coordinate's sorted values (n x block), block by block."""
+    if not vectors:
+        raise ValueError("a coordinate-wise rule needs at least one vector")
+    size = vectors[0].numel()
+    out = torch.empty(size, dtype=vectors[0].dtype)
+    for lo in range(0, size, _CHUNK):
+        hi = min(size, lo + _CHUNK)
+        ordered = torch.stack([v.reshape(-1)[lo:hi] for v in vectors]).sort(dim=0).values
+        out[lo:hi] = reduce(ordered)
+    return out
+
+
+def coordinate_median(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The coordinate-wise median (Yin et al. 2018); the mean of the two middle values when the
+    count is even. Unweighted, and independent of the order of ``vectors``."""
+    n = len(vectors)
+    return _by_coordinate(vectors, lambda s: (s[(n - 1) // 2] + s[n // 2]) / 2)
+
+
+def trimmed_mean(vectors: Sequence[torch.Tensor], trim: float) -> torch.Tensor:
+    """The coordinate-wise mean after dropping the floor(trim x n) smallest and largest values
+    of every coordinate (Yin et al. 2018); trim in [0, 0.5)."""
+    if not 0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+    cut = math.floor(trim * len(vectors))
+    return _by_coordinate(vectors, lambda s: s[cut : len(vectors) - cut].mean(dim=0))

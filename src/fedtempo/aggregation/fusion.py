@@ -1,4 +1,5 @@
-"""Fusion rules for the aggregation service.
+"""Fusers: a job's fusion rule as an object that takes updates one at a time (the JIT
+aggregation service, SPEC C, and any driver that fuses as updates land).
 
 ``RunningSum`` (FedAvg) is incremental: fusing updates one by one, in batches, or merging partial
 sums gives the same model (up to float64 rounding), which is what lets JIT fuse what is queued,
@@ -9,11 +10,12 @@ before the last one lands.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
+
+from fedtempo.aggregation.reducers import coordinate_median, trimmed_mean
 
 
 @dataclass
@@ -58,9 +60,6 @@ class RunningSum:
         return (self.total / self.weight).to(self._dtype)
 
 
-_CHUNK = 1 << 20  # coordinates per block in a buffered fusion
-
-
 @dataclass
 class Buffered:
     """A rule that needs all updates: the coordinate-wise median, or the mean after trimming the
@@ -99,14 +98,6 @@ class Buffered:
     def result(self) -> torch.Tensor:
         if not self.updates:
             raise ValueError("nothing fused yet")
-        n, size = len(self.updates), self.updates[0].numel()
-        out = torch.empty(size, dtype=self.updates[0].dtype)
-        cut = math.floor(self.trim * n)
-        for lo in range(0, size, _CHUNK):  # coordinate blocks keep the sort's memory bounded
-            hi = min(size, lo + _CHUNK)
-            ordered = torch.stack([u[lo:hi] for u in self.updates]).sort(dim=0).values
-            if self.rule == "median":  # the mean of the two middle values when n is even
-                out[lo:hi] = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
-            else:
-                out[lo:hi] = ordered[cut : n - cut].mean(dim=0)
-        return out
+        if self.rule == "median":
+            return coordinate_median(self.updates)
+        return trimmed_mean(self.updates, self.trim)
