@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     deploy = measure_deploy(1 if args.quick else 3)
     figures: dict[str, float] = {"deploy_s": deploy}
     targets: dict[str, dict[str, Any]] = {}
-    settings = JitSettings(k=1.0, alpha=0.3, margin_s=deploy, grace_s=120.0)
+    settings = JitSettings(safety_sd=1.0, alpha=0.3, margin_s=deploy, grace_s=120.0)
     bounded = dataclasses.replace(settings, queue_bound=3 if args.quick else 10)
     # variant -> (fusion rule, settings, policies)
     variants = {

@@ -54,7 +54,7 @@ def test_fusion_rejects_bad_updates() -> None:
 
 
 def test_ewma_prediction() -> None:
-    p = ArrivalPredictor(np.array([10.0, 20.0]), alpha=0.5, k=2.0)
+    p = ArrivalPredictor(np.array([10.0, 20.0]), alpha=0.5, safety_sd=2.0)
     assert list(p.durations()) == [10.0, 20.0]  # the profile until observed
     p.observe(0, 12.0)
     assert p.durations()[0] == 12.0  # first observation replaces the profile

@@ -137,7 +137,7 @@ def test_asyncfeded_kappa_zero_keeps_epochs_and_adapts_otherwise() -> None:
         epochs=AdaptiveEpochs(kappa=1.0, k_init=3),
     )
     assert len({u.epochs_next for u in adaptive.updates}) > 1
-    assert set(server.k) == {0, 1, 2}
+    assert set(server.local_epochs) == {0, 1, 2}
 
 
 def test_failed_clients_restart_from_the_newest_model() -> None:

@@ -32,7 +32,7 @@ def _run(policy: str, jobs: list[Job], arrival=predictable, pool: int = 10, **kw
 
 
 def test_predictable_parties_jit_adds_only_the_last_fusion() -> None:
-    settings = JitSettings(k=0.0, margin_s=0.0)
+    settings = JitSettings(safety_sd=0.0, margin_s=0.0)
     jit = _run("jit", [_job()], settings=settings)[0]
     lazy = _run("lazy", [_job()])[0]
     eager = _run("eager", [_job()])[0]
@@ -66,7 +66,9 @@ def test_parties_that_never_arrive_do_not_hold_an_aggregator_forever() -> None:
 
 def test_late_parties_fall_back_to_arrival_driven() -> None:
     late = lambda job, party, r, t0: t0 + 100.0 * (party + 1)  # noqa: E731
-    m = _run("jit", [_job(rounds=1)], arrival=late, settings=JitSettings(k=0.0, grace_s=10.0))[0]
+    m = _run(
+        "jit", [_job(rounds=1)], arrival=late, settings=JitSettings(safety_sd=0.0, grace_s=10.0)
+    )[0]
     assert m.fallbacks == 1 and m.completed_rounds == 1
     assert m.latency == pytest.approx([DEPLOY + 3 * FUSE])  # then it behaves like lazy
     assert m.prediction_error == pytest.approx([30.0 - 300.0])
@@ -81,11 +83,11 @@ def test_a_tight_pool_delays_the_job_that_waits() -> None:
     def arrival(job: int, party: int, r: int, t0: float) -> float:
         return t0 + (10.0 if job == 0 else 12.0)
 
-    m = _run("jit", [a, b], arrival=arrival, pool=1, settings=JitSettings(k=0.0))
+    m = _run("jit", [a, b], arrival=arrival, pool=1, settings=JitSettings(safety_sd=0.0))
     assert m[0].latency == pytest.approx([2 * FUSE])  # both land at once: two fusions
     assert m[1].latency == pytest.approx([16.0 - 12.0 + 2 * FUSE])
     assert m[1].aggregator_s == pytest.approx(DEPLOY + 2 * FUSE)  # held from its grant at 11
-    roomy = _run("jit", [a, b], arrival=arrival, pool=2, settings=JitSettings(k=0.0))
+    roomy = _run("jit", [a, b], arrival=arrival, pool=2, settings=JitSettings(safety_sd=0.0))
     assert roomy[1].latency == pytest.approx([2 * FUSE])
 
 
@@ -101,7 +103,7 @@ def test_a_quorum_earlier_than_predicted_deploys_at_once() -> None:
     # trigger, so JIT deploys on it (like lazy) instead of waiting for its prediction.
     slow_profile = Job(0, 4, 1, 3, DEPLOY, FUSE, np.full(4, 100.0))
     early = lambda job, party, r, t0: t0 + 10.0  # noqa: E731
-    m = _run("jit", [slow_profile], arrival=early, settings=JitSettings(k=0.0))[0]
+    m = _run("jit", [slow_profile], arrival=early, settings=JitSettings(safety_sd=0.0))[0]
     assert m.latency == pytest.approx([DEPLOY + 3 * FUSE])
     assert m.prediction_error == pytest.approx([90.0])
 
@@ -135,7 +137,7 @@ def _ladder(parties: int, quorum: int, fusion: str = "sum") -> Job:
 
 
 def test_a_queue_bound_fuses_the_store_in_parts() -> None:
-    bounded = JitSettings(k=0.0, queue_bound=2)
+    bounded = JitSettings(safety_sd=0.0, queue_bound=2)
     # Lazy, quorum 4 landing at 10, 20, 30, 40. With a bound of 2, a worker deploys at 20, folds
     # the two queued updates (25..26) and leaves; at 40 the round's aggregator folds the partial
     # sum and the last two: publish at 40 + 5 + 3 x 0.5.
@@ -143,7 +145,7 @@ def test_a_queue_bound_fuses_the_store_in_parts() -> None:
     assert lazy.latency == pytest.approx([DEPLOY + 3 * FUSE])
     assert lazy.aggregator_s == pytest.approx((DEPLOY + 2 * FUSE) + (DEPLOY + 3 * FUSE))
     assert (lazy.store_peak, lazy.partial_fusions) == (2, 1)
-    plain = _run("lazy", [_ladder(4, 4)], settings=JitSettings(k=0.0))[0]
+    plain = _run("lazy", [_ladder(4, 4)], settings=JitSettings(safety_sd=0.0))[0]
     assert plain.latency == pytest.approx([DEPLOY + 4 * FUSE])
     assert (plain.store_peak, plain.partial_fusions) == (4, 0)
     # JIT triggers at 40 - 5 - 4 x 0.5 = 33; before that the bound fuses two updates at 20.
@@ -152,7 +154,7 @@ def test_a_queue_bound_fuses_the_store_in_parts() -> None:
     assert jit.latency == pytest.approx([FUSE])
     assert jit.aggregator_s == pytest.approx((DEPLOY + 2 * FUSE) + (40.5 - 33.0))
     assert (jit.store_peak, jit.partial_fusions) == (2, 1)
-    unbounded = _run("jit", [_ladder(4, 4)], settings=JitSettings(k=0.0))[0]
+    unbounded = _run("jit", [_ladder(4, 4)], settings=JitSettings(safety_sd=0.0))[0]
     assert unbounded.aggregator_s == pytest.approx(40.5 - 33.0)
     assert unbounded.store_peak == 3
 
@@ -161,7 +163,7 @@ def test_a_buffer_rule_fuses_only_once_the_quorum_is_in() -> None:
     # Median-like rule, quorum 3 at 30: JIT needs no fusion lead (trigger at 30 - 5), every
     # policy fuses the three at once after the last lands, and the store holds all three
     # whatever the queue bound.
-    settings = JitSettings(k=0.0, queue_bound=1)
+    settings = JitSettings(safety_sd=0.0, queue_bound=1)
     jit = _run("jit", [_ladder(4, 3, "buffer")], settings=settings)[0]
     assert jit.latency == pytest.approx([3 * FUSE])
     assert jit.aggregator_s == pytest.approx(DEPLOY + 3 * FUSE)
@@ -177,7 +179,9 @@ def test_jit_giving_up_keeps_what_it_fused() -> None:
     # has folded the updates of 100 and 200 when it leaves; the lazy aggregator at 400 folds that
     # partial sum and the last two.
     late = lambda job, party, r, t0: t0 + 100.0 * (party + 1)  # noqa: E731
-    m = _run("jit", [_ladder(4, 4)], arrival=late, settings=JitSettings(k=0.0, grace_s=170.0))[0]
+    m = _run(
+        "jit", [_ladder(4, 4)], arrival=late, settings=JitSettings(safety_sd=0.0, grace_s=170.0)
+    )[0]
     assert m.fallbacks == 1
     assert m.latency == pytest.approx([DEPLOY + 3 * FUSE])
 

@@ -19,11 +19,12 @@ import numpy as np
 @dataclass
 class ArrivalPredictor:
     """Per-party EWMA of round durations. ``profile[p]``: party p's duration before any
-    observation; ``alpha``: EWMA weight of a new observation; ``k``: deviations of safety."""
+    observation; ``alpha``: EWMA weight of a new observation; ``safety_sd``: standard
+    deviations of safety added to the mean."""
 
     profile: np.ndarray
     alpha: float = 0.3
-    k: float = 1.0
+    safety_sd: float = 1.0
     mean: np.ndarray = field(init=False)
     var: np.ndarray = field(init=False)
     seen: np.ndarray = field(init=False)
@@ -45,7 +46,7 @@ class ArrivalPredictor:
 
     def durations(self) -> np.ndarray:
         """d_hat per party."""
-        return np.asarray(self.mean + self.k * np.sqrt(self.var))
+        return np.asarray(self.mean + self.safety_sd * np.sqrt(self.var))
 
 
 def predicted_quorum(arrivals: np.ndarray, quorum: int) -> float:

@@ -58,7 +58,8 @@ class AsyncServer:
         self.state: AsyncState = rule.init(task.model.params, task.model.version)
         self.idle = task.trainer.clients_with_data()
         self.training: set[int] = set()
-        self.k = {c: epochs.k_init for c in self.idle} if epochs else {}
+        # each client's next local epochs (AsyncFedED's K); empty when they are fixed
+        self.local_epochs = {c: epochs.k_init for c in self.idle} if epochs else {}
         self.arrivals: simpy.Store = simpy.Store(rt.env)
         self.received = 0
         self._dispatches = 0
@@ -98,7 +99,7 @@ class AsyncServer:
             version,
             params,
             self.task.next_dispatch(client),
-            self.k.get(client),
+            self.local_epochs.get(client),
         )
         self.rt.env.process(self._session(job))
 
@@ -136,11 +137,11 @@ class AsyncServer:
     def _aggregate(self, update: Update) -> None:
         env, task, rec = self.rt.env, self.task, self.rt.recorder
         _, outcome = self.rule.on_update(self.state, update)
-        k_next = self.k.get(update.client, 0)
+        k_next = self.local_epochs.get(update.client, 0)
         if outcome.accepted and self.epochs is not None and outcome.staleness is not None:
             e = self.epochs
             k_next = adapt_epochs(k_next, outcome.staleness.distance, e.kappa, e.gamma_bar, e.k_max)
-            self.k[update.client] = k_next
+            self.local_epochs[update.client] = k_next
         rec.update(env.now, task.task, update, outcome, k_next)
         if outcome.accepted:
             task.model.updates_applied += 1

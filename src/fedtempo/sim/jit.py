@@ -99,7 +99,7 @@ class JobMetrics:
 
 @dataclass(frozen=True)
 class JitSettings:
-    k: float = 1.0  # deviations of safety in d_hat
+    safety_sd: float = 1.0  # standard deviations of safety in d_hat
     alpha: float = 0.3  # EWMA weight
     margin_s: float = 0.0
     grace_s: float = 60.0
@@ -156,7 +156,7 @@ class AggregationService:
 
     def _job(self, job: Job) -> Generator[Any, Any, None]:
         m, env = self.metrics[job.job], self.env
-        predictor = ArrivalPredictor(job.profile_s, self.settings.alpha, self.settings.k)
+        predictor = ArrivalPredictor(job.profile_s, self.settings.alpha, self.settings.safety_sd)
         held = None
         if self.policy == "eager":
             held = yield from self._hold(job, env.now)
