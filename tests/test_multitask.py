@@ -430,3 +430,18 @@ def test_mafl_with_a_process_pool_is_bit_identical():
     kinds = lambda r: [(e.time, e.kind, e.task, e.client) for e in r.recorder.events]  # noqa: E731
     assert kinds(inline) == kinds(pooled)
     assert any(e.kind == "fail" for e in inline.recorder.events)
+
+
+def test_one_results_path_for_one_and_several_models(tmp_path):
+    from fedtempo.experiment.config import load
+
+    summary, _ = run_experiment(validate_config(two_tasks("round-robin")), tmp_path / "ma")
+    for name in ("summary.json", "clients.csv", "events.csv", "evaluations.csv", "accuracy.png"):
+        assert (tmp_path / "ma" / name).is_file(), name
+    assert [t["name"] for t in summary["tasks"]] == ["digits-mlp", "digits-logreg"]
+    assert load(tmp_path / "ma" / "config.toml") == validate_config(two_tasks("round-robin"))
+    single, _ = run_experiment(validate_config(fedavg_config(5, 2)), tmp_path / "one")
+    (row,) = single["tasks"]
+    for key in ("final_accuracy", "best_accuracy", "model_version", "energy_j"):
+        assert single[key] == row[key], key
+    assert load(tmp_path / "one" / "config.toml") == validate_config(fedavg_config(5, 2))

@@ -2,158 +2,41 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import simpy
 import torch
 
-from fedtempo.algorithms.protocol import RoundAlgorithm
-from fedtempo.algorithms.pruned import PrunedRounds
-from fedtempo.algorithms.splitfed import SplitFedRounds
-from fedtempo.client.local import LocalSpec, evaluate
+from fedtempo.client.local import LocalSpec
 from fedtempo.client.trainer import ClientTrainer
-from fedtempo.data import partition as part
-from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
-from fedtempo.data.synthetic import leaf_synthetic
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.drivers import Parts, setup
+from fedtempo.experiment.multibuild import build_multitask
+from fedtempo.experiment.parts import (
+    Built,
+    load_data,
+    make_executor,
+    make_partition,
+    test_evaluator,
+)
+
+__all__ = ["Built", "build", "load_data", "make_executor", "make_partition"]
 from fedtempo.experiment.population import build_population
+from fedtempo.experiment.servers import MaflServerConfig
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
-from fedtempo.sim.asyncserver import AsyncServer
 from fedtempo.sim.engine import ServerFactory, Simulation
-from fedtempo.sim.executor import BatchingExecutor, Executor, InlineExecutor
-from fedtempo.sim.parallel import ProcessExecutor
 from fedtempo.sim.recorder import Recorder
-from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.timeline import Runtime
 from fedtempo.sim.uplink import SharedUplink
-from fedtempo.system.population import Population
-
-
-@dataclass(frozen=True)
-class Built:
-    """A simulation ready to run, with the population it was built on."""
-
-    simulation: Simulation
-    task: SimTask
-    population: Population
-    train_sizes: np.ndarray
-    client_test: list[np.ndarray]
-    driver: RoundDriver | AsyncServer  # a round driver's state holds the per-round logs
-
-    @property
-    def algorithm(self) -> RoundAlgorithm[Any] | None:
-        """The round algorithm of a synchronous run (None for an asynchronous one)."""
-        return self.driver.algorithm if isinstance(self.driver, RoundDriver) else None
-
-    @property
-    def pruned(self) -> PrunedRounds | None:
-        return self.algorithm if isinstance(self.algorithm, PrunedRounds) else None
-
-    @property
-    def split(self) -> SplitFedRounds | None:
-        return self.algorithm if isinstance(self.algorithm, SplitFedRounds) else None
-
-    @property
-    def rounds(self) -> RoundDriver:
-        """The round driver of a synchronous run."""
-        assert isinstance(self.driver, RoundDriver), "not a synchronous run"
-        return self.driver
-
-
-def load_data(config: ExperimentConfig, streams: Streams, task: int = 0) -> DataBundle:
-    """Task ``task``'s data set (its generated data from the stream ("data", task))."""
-    d = config.data
-    if d.dataset == "digits":
-        return load_digits(d.test_fraction, streams.numpy("data", task))
-    if d.dataset == "synthetic":
-        s = d.synthetic
-        return leaf_synthetic(
-            s.alpha,
-            s.beta,
-            config.partition.num_clients,
-            streams.numpy("data", task),
-            size_mean=s.size_mean,
-            size_sigma=s.size_sigma,
-            min_size=s.min_size,
-            test_fraction=d.test_fraction,
-        )
-    return load_idx_pair(d.dataset, Path(d.root) if d.root else None)
-
-
-def partition_seed(config: ExperimentConfig, streams: Streams, task: int) -> int:
-    """The Dirichlet split's integer seed: ``partition.seed``, else the run's seed for task 0
-    (so a one-task MA-FL run partitions like a single-model run), else one drawn from the
-    stream ("partition-seed", task)."""
-    if config.partition.seed is not None:
-        return config.partition.seed
-    if task == 0:
-        return config.seed
-    return int(streams.numpy("partition-seed", task).integers(2**62))
-
-
-def make_partition(
-    config: ExperimentConfig, bundle: DataBundle, streams: Streams, task: int = 0
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-client (train, personal test) index arrays into ``bundle.train``; task ``task``'s
-    random streams are keyed by its id."""
-    p = config.partition
-    labels = bundle.train.y.numpy()
-    rng = streams.numpy("partition", task)
-    if p.scheme == "natural":
-        parts = list(bundle.natural_train)
-    elif p.scheme == "iid":
-        parts = part.iid(len(labels), p.num_clients, rng)
-    elif p.scheme == "dirichlet":
-        parts = part.dirichlet(
-            labels, p.num_clients, p.alpha, partition_seed(config, streams, task)
-        )
-    elif p.scheme == "shards":
-        parts = part.shards(labels, p.num_clients, p.shards_per_client, rng)
-    else:
-        parts = part.power_law(len(labels), p.num_clients, p.sigma, rng)
-    return part.split_clients(parts, p.client_test_fraction, streams.numpy("client-test", task))
-
-
-def _evaluator(
-    model: torch.nn.Module, bundle: DataBundle
-) -> Callable[[torch.Tensor], tuple[float, float]]:
-    workspace = copy.deepcopy(model)
-    x, y = bundle.test.x, bundle.test.y
-    return lambda params: evaluate(workspace, params, x, y)
-
-
-BATCH_BELOW_FLOPS = 1e5  # train FLOPs/sample under which batching clients paid (W-sim notes)
-
-
-def make_executor(
-    config: ExperimentConfig, trainers: dict[int, ClientTrainer], train_flops: int
-) -> Executor:
-    """inline (lazy, in this thread; clients batched with vmap when ``batch_clients`` is on, or
-    auto and the model is tiny), process (a local pool) or ray (local or remote cluster)."""
-    if config.executor == "inline":
-        auto = config.batch_clients == "auto" and train_flops < BATCH_BELOW_FLOPS
-        if config.batch_clients == "on" or auto:
-            return BatchingExecutor(trainers)
-    if config.executor == "process":
-        return ProcessExecutor(trainers, config.workers)
-    if config.executor == "ray":
-        from fedtempo.sim.distributed import RayExecutor
-
-        return RayExecutor(trainers, config.workers, config.ray_address)
-    return InlineExecutor(trainers)
 
 
 def build(config: ExperimentConfig, recorder: Recorder) -> Built:
-    """Assemble the simulation described by ``config``. Raises FedTempoError on bad input."""
+    """Assemble the simulation described by ``config`` (several tasks for MA-FL, one for the
+    rest). Raises FedTempoError on bad input."""
+    if isinstance(config.server, MaflServerConfig):
+        return build_multitask(config, recorder)
     torch.set_num_threads(config.threads)
     streams = Streams(config.seed)
     bundle = load_data(config, streams)
@@ -177,7 +60,7 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     )
     trainer = ClientTrainer(0, model, bundle.train.x, bundle.train.y, client_train, spec, streams)
     task = SimTask(
-        0, config.name, trainer, profile, GlobalModel(flatten(model)), _evaluator(model, bundle)
+        0, config.name, trainer, profile, GlobalModel(flatten(model)), test_evaluator(model, bundle)
     )
     population = build_population(config.devices, len(client_train), streams)
     make_driver = setup(Parts(config, task, bundle, client_test, population, streams))
@@ -197,4 +80,4 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
         env=env,
     )
     sizes = np.array([len(c) for c in client_train], dtype=np.int64)
-    return Built(sim, task, population, sizes, client_test, driver)
+    return Built(sim, [task], population, sizes, client_test, driver)

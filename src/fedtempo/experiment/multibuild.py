@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -13,8 +12,14 @@ from fedtempo.aggregation.sync import FedAvg
 from fedtempo.algorithms.mafl import MaflRounds, MaflSettings
 from fedtempo.client.local import LocalSpec, Update, train_local
 from fedtempo.client.trainer import ClientTrainer
-from fedtempo.experiment.build import _evaluator, load_data, make_executor, make_partition
 from fedtempo.experiment.config import ExperimentConfig, MaflConfig, TaskConfig
+from fedtempo.experiment.parts import (
+    Built,
+    load_data,
+    make_executor,
+    make_partition,
+    test_evaluator,
+)
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.multitask.optimised import Physics, SCAScheduler
@@ -30,15 +35,6 @@ from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.timeline import Runtime
 from fedtempo.sim.uplink import SharedUplink
 from fedtempo.system.population import Population
-
-
-@dataclass(frozen=True)
-class BuiltMulti:
-    simulation: Simulation
-    tasks: list[SimTask]
-    population: Population
-    driver: RoundDriver  # its state is a MaflState
-    scheduler: Callable[[PlanContext], Schedule]
 
 
 def _task(
@@ -59,7 +55,7 @@ def _task(
     spec = LocalSpec(iterations=mc.iterations, batch_size=mc.batch, lr=tc.lr)
     trainer = ClientTrainer(m, model, bundle.train.x, bundle.train.y, indices, spec, streams)
     params = warm_start(trainer, flatten(model), tc.warm_rounds, streams)
-    task = SimTask(m, tc.name, trainer, profile, GlobalModel(params), _evaluator(model, bundle))
+    task = SimTask(m, tc.name, trainer, profile, GlobalModel(params), test_evaluator(model, bundle))
     return task, [float(trainer.num_samples(c)) for c in range(config.mafl.devices)]
 
 
@@ -113,7 +109,7 @@ def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanCo
     )
 
 
-def build_multitask(config: ExperimentConfig, recorder: Recorder) -> BuiltMulti:
+def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
     """Assemble an MA-FL run. Raises FedTempoError on bad input."""
     torch.set_num_threads(config.threads)
     streams = Streams(config.seed)
@@ -155,4 +151,6 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> BuiltMulti:
         time_limit=config.stop.virtual_time,
         env=env,
     )
-    return BuiltMulti(sim, tasks, population, driver, chosen)
+    sizes = samples.sum(axis=1).astype(np.int64)
+    no_tests = [np.zeros(0, dtype=np.int64) for _ in range(mc.devices)]
+    return Built(sim, tasks, population, sizes, no_tests, driver, chosen)

@@ -7,7 +7,9 @@ summary.json is an incomplete run.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
@@ -20,12 +22,12 @@ import fedtempo
 from fedtempo.experiment.build import Built, build
 from fedtempo.experiment.config import ExperimentConfig, to_dict
 from fedtempo.experiment.files import write_csv, write_logs, write_summary
-from fedtempo.experiment.multibuild import build_multitask
-from fedtempo.experiment.multiresults import summarize_multi, write_multi
 from fedtempo.experiment.plots import accuracy_plot
-from fedtempo.experiment.servers import AsyncConfig, RoundsConfig
+from fedtempo.experiment.servers import AsyncConfig, MaflServerConfig, RoundsConfig
+from fedtempo.multitask.optimised import SCAScheduler
 from fedtempo.sim.engine import SimResult
 from fedtempo.sim.recorder import Evaluation, Event, Recorder, UpdateRecord, columns
+from fedtempo.sim.task import SimTask
 
 ACCURACY_TARGETS = (0.8, 0.9, 0.95, 0.97)
 
@@ -94,25 +96,46 @@ def client_rows(built: Built, events: Sequence[Event]) -> list[list[Any]]:
     return [[row[col] for col in CLIENT_COLUMNS] for row in stats]
 
 
-def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict[str, Any]:
-    evals = [e for e in result.recorder.evaluations if e.task == built.task.task]
-    final = evals[-1]
-    events = result.recorder.events
+def task_row(result: SimResult, task: SimTask, events: Sequence[Event]) -> dict[str, Any]:
+    """One task's figures: accuracy from its first to its last evaluation, updates, sessions
+    and energy."""
+    evals = [e for e in result.recorder.evaluations if e.task == task.task]
+    mine = [e for e in events if e.task == task.task]
     return {
+        "name": task.name,
+        "initial_accuracy": evals[0].accuracy,
+        "final_accuracy": evals[-1].accuracy,
+        "final_loss": evals[-1].loss,
+        "best_accuracy": max(e.accuracy for e in evals),
+        "model_version": evals[-1].version,
+        "updates_applied": task.model.updates_applied,
+        "time_to_accuracy_s": {str(a): time_to_accuracy(evals, a) for a in ACCURACY_TARGETS},
+        "sessions": sum(1 for e in mine if e.kind == "dispatch"),
+        "energy_j": sum(e.energy for e in mine),
+        "compute_energy_j": sum(e.energy for e in mine if e.kind == "compute"),
+        "upload_energy_j": sum(e.energy for e in mine if e.kind == "upload"),
+        "model_parameters": task.profile.num_parameters,
+        "model_train_flops_per_sample": task.profile.train_flops,
+    }
+
+
+def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict[str, Any]:
+    """The run's summary: per task (``tasks``) and in total; a single-model run also lists its
+    one task's figures at the top level, an MA-FL run its scheduler and (the optimiser) every
+    horizon's objective history and solve time."""
+    events = result.recorder.events
+    rows = [task_row(result, t, events) for t in built.tasks]
+    out: dict[str, Any] = {
         "name": config.name,
         "algorithm": config.server.algorithm,
-        "dataset": config.data.dataset,
-        "model": config.model.name,
-        "num_clients": len(built.train_sizes),
         "seed": config.seed,
+        "num_clients": len(built.train_sizes),
         "virtual_time_s": result.virtual_time,
         "wall_s": result.recorder.wall(),
-        "final_accuracy": final.accuracy,
-        "final_loss": final.loss,
-        "best_accuracy": max(e.accuracy for e in evals),
-        "model_version": final.version,
-        "updates_applied": final.updates,
-        "time_to_accuracy_s": {str(a): time_to_accuracy(evals, a) for a in ACCURACY_TARGETS},
+        "final_accuracy": statistics.fmean(r["final_accuracy"] for r in rows),
+        "best_accuracy": statistics.fmean(r["best_accuracy"] for r in rows),
+        "updates_applied": sum(r["updates_applied"] for r in rows),
+        "sessions": sum(r["sessions"] for r in rows),
         "bytes_up": sum(e.bytes for e in events if e.kind == "upload"),
         "bytes_down": sum(e.bytes for e in events if e.kind == "download"),
         "late_updates": sum(1 for e in events if e.kind == "late"),
@@ -122,12 +145,22 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
         "compute_energy_j": sum(e.energy for e in events if e.kind == "compute"),
         "population_notes": list(built.population.notes),
         "rejected_updates": sum(1 for u in result.recorder.updates if u.rejected),
-        "model_parameters": built.task.profile.num_parameters,
-        "model_train_flops_per_sample": built.task.profile.train_flops,
+        "tasks": rows,
         "fedtempo": fedtempo.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    if isinstance(config.server, MaflServerConfig):
+        out["algorithm"] = f"mafl/{config.mafl.scheduler}"
+        out |= {"scheduler": config.mafl.scheduler, "beta_e": config.mafl.beta_e}
+        for row, tc in zip(rows, config.tasks, strict=True):
+            row |= {"dataset": tc.data.dataset, "model": tc.model.name}
+            row["warm_rounds"] = tc.warm_rounds
+        if isinstance(built.scheduler, SCAScheduler):
+            out["plans"] = [dataclasses.asdict(p) for p in built.scheduler.log]
+        return out
+    one = {k: v for k, v in rows[0].items() if k not in ("name", "sessions")}
+    return out | one | {"dataset": config.data.dataset, "model": config.model.name}
 
 
 def write_results(
@@ -139,11 +172,14 @@ def write_results(
     write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
     if rec.updates:
         write_csv(out / "updates.csv", columns(UpdateRecord), [astuple(u) for u in rec.updates])
-    accuracy_plot(
-        [(config.server.algorithm, rec.evaluations)],
-        out / "accuracy.png",
-        title=f"{config.name}: {config.data.dataset}, {config.model.name}",
-    )
+    curves: list[tuple[str, list[Evaluation]]]
+    if len(built.tasks) == 1:
+        curves = [(config.server.algorithm, rec.evaluations)]
+        title = f"{config.name}: {config.data.dataset}, {config.model.name}"
+    else:
+        curves = [(t.name, [e for e in rec.evaluations if e.task == t.task]) for t in built.tasks]
+        title = f"{config.name}: MA-FL, {config.mafl.scheduler}"
+    accuracy_plot(curves, out / "accuracy.png", title=title)
     summary = summarize(config, built, result)
     write_summary(out, summary)
     return summary
@@ -160,22 +196,14 @@ def run_experiment(
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").unlink(missing_ok=True)  # an old summary must not outlive a crash
         (out / "config.toml").write_text(tomli_w.dumps(to_dict(config)), encoding="utf-8")
-    if config.tasks:
-        return run_multitask(config, out, progress)
     limit = config.stop.virtual_time
     holder: dict[str, Built] = {}
 
     def on_progress(now: float) -> None:
         if progress is None or "b" not in holder:
             return
-        model = holder["b"].task.model
-        s = config.server
-        by_count = 0.0
-        if isinstance(s, AsyncConfig) and s.max_updates:
-            by_count = model.updates_applied / s.max_updates
-        elif isinstance(s, RoundsConfig):
-            by_count = model.version / s.rounds
-        progress(now, max(by_count, now / limit) if limit else by_count)
+        fraction = _progress(config, holder["b"], now)
+        progress(now, max(fraction, now / limit) if limit else fraction)
 
     recorder = Recorder(on_progress)
     built = build(config, recorder)
@@ -186,16 +214,13 @@ def run_experiment(
     return write_results(out, config, built, result), result
 
 
-def run_multitask(
-    config: ExperimentConfig,
-    out: Path | None,
-    progress: Callable[[float, float], None] | None = None,
-) -> tuple[dict[str, Any], SimResult]:
-    """An MA-FL run (``[[tasks]]``): build, run, summarise per task and in total."""
-    horizon = config.mafl.rounds * config.mafl.round_s
-    recorder = Recorder((lambda now: progress(now, now / horizon)) if progress else None)
-    built = build_multitask(config, recorder)
-    result = built.simulation.run()
-    if out is None:
-        return summarize_multi(config, built, result), result
-    return write_multi(out, config, built, result), result
+def _progress(config: ExperimentConfig, built: Built, now: float) -> float:
+    """How far the run is, in [0, 1], by its own measure of work."""
+    s, model = config.server, built.task.model
+    if isinstance(s, AsyncConfig) and s.max_updates:
+        return model.updates_applied / s.max_updates
+    if isinstance(s, RoundsConfig):
+        return model.version / s.rounds
+    if isinstance(s, MaflServerConfig):
+        return now / (config.mafl.rounds * config.mafl.round_s)
+    return 0.0
