@@ -4,6 +4,7 @@ network service drive the same objects."""
 
 from fedtempo.algorithms.fedavg import FedAvgRounds
 from fedtempo.algorithms.jobs import TrainingJob, run_job
+from fedtempo.algorithms.mafl import MaflRounds, MaflSettings, MaflState
 from fedtempo.algorithms.protocol import (
     ClientPlan,
     ClientResult,
@@ -31,6 +32,9 @@ __all__ = [
     "Download",
     "Exchange",
     "FedAvgRounds",
+    "MaflRounds",
+    "MaflSettings",
+    "MaflState",
     "ModelState",
     "Phase",
     "PrunedRounds",
