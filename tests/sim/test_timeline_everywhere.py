@@ -160,3 +160,16 @@ def test_fedavg_server_lr_scales_the_round_step(server_lr: float) -> None:
     step = plain.task.model.params - start
     assert torch.allclose(scaled.task.model.params - start, server_lr * step, atol=1e-6)
     assert not torch.allclose(scaled.task.model.params, plain.task.model.params)
+
+
+def test_a_round_deadline_drops_pruned_stragglers() -> None:
+    fixed = ["server.pruning.policy=fixed", "server.pruning.ratio=0.5"]  # equal shares: fast
+    overrides = [*PRUNED, *fixed, "server.deadline=8", "server.rounds=1"]
+    built = build(load(None, overrides), Recorder())
+    slow = {1: Timing(1, 9, 1)}  # computes past the deadline; the others are done by 5.4 s
+    result = _with_devices(built, ScriptedDevices(slow, default=Timing(1, 3, 1))).simulation.run()
+    log = result.recorder.events
+    assert [(e.time, e.client) for e in log if e.kind == "late"] == [(8.0, 1)]
+    assert _by_version(log, "upload", 0) == [0, 2, 3]
+    assert _aggregated(log) == [3]
+    assert 1 not in built.rounds.state.parts
