@@ -21,7 +21,7 @@ from fedtempo.experiment.parts import (
 
 __all__ = ["Built", "build", "load_data", "make_executor", "make_partition"]
 from fedtempo.experiment.population import build_population
-from fedtempo.experiment.servers import MaflServerConfig
+from fedtempo.experiment.servers import MaflServer
 from fedtempo.models.profile import build_model, profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
@@ -35,7 +35,7 @@ from fedtempo.sim.uplink import SharedUplink
 def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     """Assemble the simulation described by ``config`` (several tasks for MA-FL, one for the
     rest). Raises FedTempoError on bad input."""
-    if isinstance(config.server, MaflServerConfig):
+    if isinstance(config.server, MaflServer):
         return build_multitask(config, recorder)
     torch.set_num_threads(config.threads)
     streams = Streams(config.seed)

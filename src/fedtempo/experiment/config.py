@@ -37,7 +37,7 @@ from fedtempo.experiment.servers import (
     AsyncConfig,
     AsyncFedEDConfig,
     FedAsyncConfig,
-    FedAvgConfig,
+    FedAvgServer,
     FedBuffConfig,
     PruningConfig,
     ServerConfig,
@@ -88,7 +88,7 @@ class ExperimentConfig(Section):
     partition: PartitionConfig = PartitionConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    server: ServerConfig = FedAvgConfig()
+    server: ServerConfig = FedAvgServer()
     devices: DevicesConfig = DevicesConfig()
     eval: EvalConfig = EvalConfig(interval=5.0)
     stop: StopConfig = StopConfig()

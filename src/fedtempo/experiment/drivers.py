@@ -33,13 +33,13 @@ from fedtempo.experiment.servers import (
     AsyncConfig,
     AsyncFedEDServer,
     FedAsyncServer,
-    FedAvgConfig,
+    FedAvgServer,
     FedBuffServer,
-    FedProxConfig,
-    PrunedConfig,
+    FedProxServer,
+    PrunedServer,
     RoundsConfig,
     SplitConfig,
-    SplitFedConfig,
+    SplitFedServer,
 )
 from fedtempo.personalize.masks import last_layer, personal_mask
 from fedtempo.rng import Streams
@@ -123,7 +123,7 @@ def _setup_async(p: Parts) -> MakeDriver:
 
 def _setup_fedavg(p: Parts) -> MakeDriver:
     s = p.config.server
-    assert isinstance(s, FedAvgConfig)
+    assert isinstance(s, FedAvgServer)
     return round_driver(s, p.task, FedAvgRounds(FedAvg(s.server_lr), p.task.workload()))
 
 
@@ -153,7 +153,7 @@ def _setup_splitfed(p: Parts) -> MakeDriver:
     the planner; the edge server's FLOP/s (``server_factor`` x the median device's unless
     given)."""
     s, task = p.config.server, p.task
-    assert isinstance(s, SplitFedConfig)
+    assert isinstance(s, SplitFedServer)
     sc = s.split
     blocks = splittable(p.config.model.name, task.trainer.model)
     task.trainer.blocks = blocks
@@ -168,7 +168,7 @@ def _setup_pruned(p: Parts) -> MakeDriver:
     """Pruned-personalized rounds: the personal setup on the task's trainer, the KKT or fixed
     policy, and the personalized evaluator (each device's own model on its own test split)."""
     s, task = p.config.server, p.task
-    assert isinstance(s, PrunedConfig)
+    assert isinstance(s, PrunedServer)
     pc, model = s.pruning, task.trainer.model
     names = [last_layer(model)] if pc.personal is None else list(pc.personal)
     try:
@@ -213,13 +213,13 @@ def _setup_pruned(p: Parts) -> MakeDriver:
 
 
 SETUPS: dict[type, Callable[[Parts], MakeDriver]] = {
-    FedAvgConfig: _setup_fedavg,
-    FedProxConfig: _setup_fedavg,
+    FedAvgServer: _setup_fedavg,
+    FedProxServer: _setup_fedavg,
     FedAsyncServer: _setup_async,
     FedBuffServer: _setup_async,
     AsyncFedEDServer: _setup_async,
-    PrunedConfig: _setup_pruned,
-    SplitFedConfig: _setup_splitfed,
+    PrunedServer: _setup_pruned,
+    SplitFedServer: _setup_splitfed,
 }
 
 

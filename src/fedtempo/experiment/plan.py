@@ -12,7 +12,7 @@ from fedtempo.errors import ConfigError
 from fedtempo.experiment.build import build
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.drivers import sfl_planner
-from fedtempo.experiment.servers import SplitFedConfig
+from fedtempo.experiment.servers import SplitFedServer
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.rounds import SimView, sample_cohort
 from fedtempo.system.availability import available_at
@@ -35,7 +35,7 @@ def plan_sfl(config: ExperimentConfig, max_combinations: int = 2_000_000) -> Sfl
     """Build ``config`` (algorithm splitfed) and plan its first round at virtual time 0; the
     exhaustive search runs when it has at most ``max_combinations`` cut combinations."""
     s = config.server
-    if not isinstance(s, SplitFedConfig):
+    if not isinstance(s, SplitFedServer):
         raise ConfigError(f"server.algorithm: planning SFL needs 'splitfed', got {s.algorithm!r}")
     built = build(config, Recorder())
     split, driver = built.split, built.rounds

@@ -23,7 +23,7 @@ from fedtempo.experiment.build import Built, build
 from fedtempo.experiment.config import ExperimentConfig, to_dict
 from fedtempo.experiment.files import write_csv, write_logs, write_summary
 from fedtempo.experiment.plots import accuracy_plot
-from fedtempo.experiment.servers import AsyncConfig, MaflServerConfig, RoundsConfig
+from fedtempo.experiment.servers import AsyncConfig, MaflServer, RoundsConfig
 from fedtempo.multitask.optimised import SCAScheduler
 from fedtempo.sim.engine import SimResult
 from fedtempo.sim.recorder import Evaluation, Event, Recorder, UpdateRecord, columns
@@ -150,7 +150,7 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    if isinstance(config.server, MaflServerConfig):
+    if isinstance(config.server, MaflServer):
         out["algorithm"] = f"mafl/{config.mafl.scheduler}"
         out |= {"scheduler": config.mafl.scheduler, "beta_e": config.mafl.beta_e}
         for row, tc in zip(rows, config.tasks, strict=True):
@@ -221,6 +221,6 @@ def _progress(config: ExperimentConfig, built: Built, now: float) -> float:
         return model.updates_applied / s.max_updates
     if isinstance(s, RoundsConfig):
         return model.version / s.rounds
-    if isinstance(s, MaflServerConfig):
+    if isinstance(s, MaflServer):
         return now / (config.mafl.rounds * config.mafl.round_s)
     return 0.0

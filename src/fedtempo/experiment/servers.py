@@ -2,8 +2,11 @@
 
 Each algorithm accepts exactly its own keys: ``server.deadline`` under ``fedbuff`` (or any key
 of another algorithm) is an error naming it, never a key that silently does nothing.
-``SERVER_CONFIGS`` maps every algorithm name to its model; ``experiment.build`` maps the models
-to their build functions.
+Names: ``FedAvgServer`` ... ``MaflServer`` are the ``[server]`` tables of each algorithm (on the
+bases ``RoundsConfig`` and ``AsyncConfig``); ``FedAsyncConfig``, ``FedBuffConfig``,
+``AsyncFedEDConfig``, ``PruningConfig`` and ``SplitConfig`` their sub-tables.
+``SERVER_CONFIGS`` maps every algorithm name to its model; ``experiment.drivers.SETUPS`` maps the
+models to their build functions.
 """
 
 from __future__ import annotations
@@ -108,14 +111,14 @@ class RoundsConfig(Section):
         return 0.0
 
 
-class FedAvgConfig(RoundsConfig):
+class FedAvgServer(RoundsConfig):
     """FedAvg (McMahan et al. 2017): x <- x + server_lr x the round's sample-weighted delta."""
 
     algorithm: Literal["fedavg"] = "fedavg"
     server_lr: float = Field(1.0, gt=0)
 
 
-class FedProxConfig(FedAvgConfig):
+class FedProxServer(FedAvgServer):
     """FedProx (Li et al. 2020): FedAvg with the clients' proximal term (mu/2)||w - w_t||^2."""
 
     algorithm: Literal["fedprox"] = "fedprox"  # type: ignore[assignment]
@@ -126,12 +129,12 @@ class FedProxConfig(FedAvgConfig):
         return self.mu
 
 
-class PrunedConfig(RoundsConfig):
+class PrunedServer(RoundsConfig):
     algorithm: Literal["pruned"] = "pruned"
     pruning: PruningConfig = PruningConfig()
 
 
-class SplitFedConfig(RoundsConfig):
+class SplitFedServer(RoundsConfig):
     algorithm: Literal["splitfed"] = "splitfed"
     split: SplitConfig = SplitConfig()
 
@@ -170,7 +173,7 @@ class AsyncFedEDServer(AsyncConfig):
     asyncfeded: AsyncFedEDConfig = AsyncFedEDConfig()
 
 
-class MaflServerConfig(Section):
+class MaflServer(Section):
     """MA-FL: the run is described by ``[mafl]`` and ``[[tasks]]``; ``[server]`` only names it."""
 
     is_async: ClassVar[bool] = False
@@ -182,24 +185,24 @@ class MaflServerConfig(Section):
 
 
 ServerConfig = Annotated[
-    FedAvgConfig
-    | FedProxConfig
+    FedAvgServer
+    | FedProxServer
     | FedAsyncServer
     | FedBuffServer
     | AsyncFedEDServer
-    | PrunedConfig
-    | SplitFedConfig
-    | MaflServerConfig,
+    | PrunedServer
+    | SplitFedServer
+    | MaflServer,
     Field(discriminator="algorithm"),
 ]
 
 SERVER_CONFIGS: dict[str, type[Section]] = {
-    "fedavg": FedAvgConfig,
-    "fedprox": FedProxConfig,
+    "fedavg": FedAvgServer,
+    "fedprox": FedProxServer,
     "fedasync": FedAsyncServer,
     "fedbuff": FedBuffServer,
     "asyncfeded": AsyncFedEDServer,
-    "pruned": PrunedConfig,
-    "splitfed": SplitFedConfig,
-    "mafl": MaflServerConfig,
+    "pruned": PrunedServer,
+    "splitfed": SplitFedServer,
+    "mafl": MaflServer,
 }
