@@ -27,6 +27,7 @@ from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.timeline import Runtime
 from fedtempo.system.availability import AlwaysOn, Availability
 from fedtempo.system.devices import DeviceModel
+from fedtempo.system.links import Link
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class ScriptedDevices:
     """A DeviceModel whose durations are fixed per client, independent of work size and time.
 
     Energy: ``compute_watts`` x compute seconds and ``upload_watts`` x upload seconds.
+    ``uplink``: a real link whose channel state a bandwidth-allocating algorithm (pruned) reads;
+    the durations stay scripted.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class ScriptedDevices:
         failure_probability: float = 0.0,
         compute_watts: float = 2.0,
         upload_watts: float = 0.5,
+        uplink: Link | None = None,
     ) -> None:
         self.timings = dict(timings)
         self.default = default
@@ -60,6 +64,7 @@ class ScriptedDevices:
         self.failure_probability = failure_probability
         self.compute_watts = compute_watts
         self.upload_watts = upload_watts
+        self.uplink = uplink  # the channel a bandwidth-allocating algorithm reads (its SNR)
 
     def compute_energy(self, client: int, flops: float) -> float:
         return self.compute_watts * self._t(client).compute

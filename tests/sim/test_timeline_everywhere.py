@@ -49,6 +49,7 @@ def _split(root: Path) -> list[str]:
 
 
 def _with_devices(built: Built, devices: ScriptedDevices) -> Built:
+    devices.uplink = built.population.uplink  # the pruned allocation reads its channel
     driver = built.rounds
     driver.rt = dataclasses.replace(driver.rt, devices=devices)
     return built

@@ -147,6 +147,11 @@ class RoundView(Protocol):
 
     def download_time(self, client: int, bits: float) -> float: ...
 
+    def uplink_snr_per_hz(self, client: int) -> float:
+        """The client's wireless uplink at the round's start: received SNR per Hz (p g / N0),
+        for algorithms that allocate bandwidth themselves; an error on other links."""
+        ...
+
 
 @dataclass
 class ModelState:

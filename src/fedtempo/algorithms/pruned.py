@@ -39,7 +39,6 @@ from fedtempo.algorithms.protocol import (
 from fedtempo.alloc.pruning import PruningAllocation, PruningProblem
 from fedtempo.client.local import LocalSpec, evaluate
 from fedtempo.personalize.masks import MaskedUpload, kept_count, masked_average, upload_bytes
-from fedtempo.system.links import WirelessLink, dbm_to_watt
 
 # A policy maps a round's problem to (allocation over its devices, indices left out).
 Policy = Callable[[PruningProblem], tuple[PruningAllocation, list[int]]]
@@ -83,7 +82,6 @@ class PrunedRounds:
     workload: Workload
     personal: torch.Tensor  # mask over the flat vector
     personal_spec: LocalSpec
-    channel: WirelessLink
     policy: Policy
     bandwidth_hz: float
     rho_max: float
@@ -116,9 +114,7 @@ class PrunedRounds:
         """The round's instance: compute times, channel (p g / N0 per device), sizes."""
         t_global = [view.compute_time(c, self.global_flops(c)) for c in clients]
         t_personal = [view.compute_time(c, self.personal_flops(c)) for c in clients]
-        n0 = dbm_to_watt(self.channel.noise_dbm_hz)
-        ch = self.channel
-        snr = np.array([ch.power_w * ch.gain(c, view.now) / n0 for c in clients])
+        snr = np.array([view.uplink_snr_per_hz(c) for c in clients])
         sizes = np.array([self.workload.samples[c] for c in clients], dtype=np.float64)
         return PruningProblem(
             weights=sizes / sizes.sum(),

@@ -49,7 +49,6 @@ from fedtempo.sim.task import SimTask
 from fedtempo.sim.timeline import Runtime
 from fedtempo.split.models import splittable
 from fedtempo.split.profile import profile_cuts
-from fedtempo.system.links import WirelessLink
 from fedtempo.system.population import Population
 
 Driver = RoundDriver | AsyncServer
@@ -175,8 +174,6 @@ def _setup_pruned(p: Parts) -> MakeDriver:
         mask = personal_mask(model, names)
     except ValueError as exc:
         raise ConfigError(f"server.pruning.personal: {exc}") from None
-    uplink = p.population.uplink
-    assert isinstance(uplink, WirelessLink)  # the config requires a wireless uplink
     fixed = pc.ratio
     policy = solve_admitting if pc.policy == "kkt" else lambda q: (equal_share(q, fixed), [])
     personal_spec = task.trainer.spec
@@ -187,7 +184,6 @@ def _setup_pruned(p: Parts) -> MakeDriver:
         task.workload(),
         mask,
         personal_spec,
-        uplink,
         policy,
         bandwidth_hz=pc.bandwidth_hz,
         rho_max=pc.rho_max,

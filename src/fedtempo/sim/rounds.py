@@ -24,10 +24,12 @@ from fedtempo.algorithms.protocol import (
     RoundOutcome,
     RoundPlan,
 )
+from fedtempo.errors import ConfigError
 from fedtempo.sim.clock import after_instant
 from fedtempo.sim.task import SimTask
 from fedtempo.sim.timeline import Runtime, timeline
 from fedtempo.system.availability import Availability, available_at
+from fedtempo.system.links import WirelessLink
 
 
 def sample_cohort(
@@ -82,6 +84,15 @@ class SimView:
 
     def download_time(self, client: int, bits: float) -> float:
         return self._rt.devices.download_time(client, bits, self._now)
+
+    def uplink_snr_per_hz(self, client: int) -> float:
+        link = getattr(self._rt.devices, "uplink", None)
+        if not isinstance(link, WirelessLink):
+            raise ConfigError(
+                "devices.uplink.kind: this algorithm allocates wireless bandwidth and needs "
+                f"'wireless', got a {type(link).__name__} uplink"
+            )
+        return link.snr_per_hz(client, self._now)
 
 
 class RoundDriver:

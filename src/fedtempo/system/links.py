@@ -166,6 +166,11 @@ class WirelessLink:
     noise_dbm_hz: float = -174.0
     direction: int = 0
 
+    def snr_per_hz(self, client: int, now: float) -> float:
+        """p g / N0 at ``now``: the client's received SNR per Hz of bandwidth (what a bandwidth
+        allocation needs to know of the channel)."""
+        return self.power_w * self.gain(client, now) / dbm_to_watt(self.noise_dbm_hz)
+
     def gain(self, client: int, now: float) -> float:
         """Channel power gain (linear) of ``client`` in the coherence block holding ``now``."""
         block = int(now // self.coherence_s)
