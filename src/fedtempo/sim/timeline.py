@@ -96,7 +96,8 @@ def planned_seconds(dev: DeviceModel, plan: ClientPlan, now: float) -> float:
             one = dev.compute_time(c, ph.flops, now, draw) + dev.upload_time(c, ph.up_bits, now)
             total += ph.repeat * (one + ph.server_s + dev.download_time(c, ph.down_bits, now))
         elif isinstance(ph, Upload):
-            total += ph.bits / ph.rate_bps if ph.rate_bps else dev.upload_time(c, ph.bits, now)
+            rate = ph.rate_bps
+            total += ph.bits / rate if rate is not None else dev.upload_time(c, ph.bits, now)
     return total
 
 
