@@ -20,7 +20,9 @@ def test_default_toml_spells_out_the_embedded_default() -> None:
     assert load(CONFIGS / "default.toml") == ExperimentConfig() == load(None)
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.rglob("*.toml")), ids=lambda p: str(p.relative_to(CONFIGS))
+)
 def test_every_shipped_config_validates(path: Path) -> None:
     load(path)
 
