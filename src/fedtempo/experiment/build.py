@@ -10,7 +10,6 @@ from fedtempo.client.local import LocalSpec
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.drivers import Parts, setup
-from fedtempo.experiment.multibuild import build_multitask
 from fedtempo.experiment.parts import (
     Built,
     load_data,
@@ -36,6 +35,8 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     """Assemble the simulation described by ``config`` (several tasks for MA-FL, one for the
     rest). Raises FedTempoError on bad input."""
     if isinstance(config.server, MaflServer):
+        from fedtempo.experiment.multibuild import build_multitask  # CVXPY: only when needed
+
         return build_multitask(config, recorder)
     torch.set_num_threads(config.threads)
     streams = Streams(config.seed)

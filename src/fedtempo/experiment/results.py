@@ -24,7 +24,6 @@ from fedtempo.experiment.config import ExperimentConfig, to_dict
 from fedtempo.experiment.files import write_csv, write_logs, write_summary
 from fedtempo.experiment.plots import accuracy_plot
 from fedtempo.experiment.servers import AsyncConfig, MaflServer, RoundsConfig
-from fedtempo.multitask.optimised import SCAScheduler
 from fedtempo.sim.engine import SimResult
 from fedtempo.sim.recorder import Evaluation, Event, Recorder, UpdateRecord, columns
 from fedtempo.sim.task import SimTask
@@ -156,8 +155,9 @@ def summarize(config: ExperimentConfig, built: Built, result: SimResult) -> dict
         for row, tc in zip(rows, config.tasks, strict=True):
             row |= {"dataset": tc.data.dataset, "model": tc.model.name}
             row["warm_rounds"] = tc.warm_rounds
-        if isinstance(built.scheduler, SCAScheduler):
-            out["plans"] = [dataclasses.asdict(p) for p in built.scheduler.log]
+        plans = getattr(built.scheduler, "log", None)  # the optimiser's per-horizon record
+        if plans is not None:
+            out["plans"] = [dataclasses.asdict(p) for p in plans]
         return out
     one = {k: v for k, v in rows[0].items() if k not in ("name", "sessions")}
     return out | one | {"dataset": config.data.dataset, "model": config.model.name}
