@@ -203,9 +203,7 @@ def _misplaced(data: Mapping[str, Any], algorithm: Any) -> list[str]:
             for key in SINGLE_ONLY
             if key in data
         ]
-    if "tasks" in data:
-        return [f"server.algorithm: [[tasks]] are trained by 'mafl', got {algorithm!r}"]
-    if "mafl" in data:
+    if "mafl" in data and "tasks" not in data:  # with [[tasks]], the model validator names it
         return [f"mafl: applies to server.algorithm = 'mafl' only, got {algorithm!r}"]
     return []
 

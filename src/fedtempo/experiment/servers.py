@@ -96,19 +96,24 @@ class SplitConfig(Section):
     server_factor: float = Field(20.0, gt=0)
 
 
-class RoundsConfig(Section):
-    """Synchronous rounds: ``rounds`` rounds of ``clients_per_round`` clients; ``deadline``
-    (virtual seconds after a round's start) drops the stragglers."""
+class ServerSection(Section):
+    """What every [server] table answers: whether its algorithm is asynchronous and the
+    proximal coefficient of its clients' objective (FedProx mu, FedAsync rho; 0 otherwise)."""
 
     is_async: ClassVar[bool] = False
-    rounds: int = Field(40, ge=1)
-    clients_per_round: int = Field(10, ge=1)
-    deadline: float | None = Field(None, gt=0)
 
     @property
     def client_prox(self) -> float:
-        """The proximal coefficient of the clients' objective (FedProx mu, FedAsync rho)."""
         return 0.0
+
+
+class RoundsConfig(ServerSection):
+    """Synchronous rounds: ``rounds`` rounds of ``clients_per_round`` clients; ``deadline``
+    (virtual seconds after a round's start) drops the stragglers."""
+
+    rounds: int = Field(40, ge=1)
+    clients_per_round: int = Field(10, ge=1)
+    deadline: float | None = Field(None, gt=0)
 
 
 class FedAvgServer(RoundsConfig):
@@ -139,7 +144,7 @@ class SplitFedServer(RoundsConfig):
     split: SplitConfig = SplitConfig()
 
 
-class AsyncConfig(Section):
+class AsyncConfig(ServerSection):
     """Asynchronous: ``concurrency`` clients train at once (dispatched at random among idle,
     available clients, or round-robin) until ``max_updates`` updates arrived or
     ``stop.virtual_time``."""
@@ -148,10 +153,6 @@ class AsyncConfig(Section):
     concurrency: int = Field(10, ge=1)
     max_updates: int | None = Field(None, ge=1)
     dispatch: Literal["random", "round-robin"] = "random"
-
-    @property
-    def client_prox(self) -> float:
-        return 0.0
 
 
 class FedAsyncServer(AsyncConfig):
@@ -173,15 +174,10 @@ class AsyncFedEDServer(AsyncConfig):
     asyncfeded: AsyncFedEDConfig = AsyncFedEDConfig()
 
 
-class MaflServer(Section):
+class MaflServer(ServerSection):
     """MA-FL: the run is described by ``[mafl]`` and ``[[tasks]]``; ``[server]`` only names it."""
 
-    is_async: ClassVar[bool] = False
     algorithm: Literal["mafl"] = "mafl"
-
-    @property
-    def client_prox(self) -> float:
-        return 0.0
 
 
 ServerConfig = Annotated[

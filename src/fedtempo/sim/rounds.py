@@ -27,7 +27,7 @@ from fedtempo.algorithms.protocol import (
 from fedtempo.errors import ConfigError
 from fedtempo.sim.clock import after_instant
 from fedtempo.sim.task import SimTask
-from fedtempo.sim.timeline import Runtime, timeline
+from fedtempo.sim.timeline import Runtime, compute_draw, timeline
 from fedtempo.system.availability import Availability, available_at
 from fedtempo.system.links import WirelessLink
 
@@ -76,7 +76,7 @@ class SimView:
         return self._numbers.get(client, self._task.dispatches.get(client, 0))
 
     def compute_time(self, client: int, flops: float) -> float:
-        draw = (self._task.task, self.dispatch(client))
+        draw = compute_draw(self._task.task, self.dispatch(client))
         return self._rt.devices.compute_time(client, flops, self._now, draw)
 
     def upload_time(self, client: int, bits: float) -> float:

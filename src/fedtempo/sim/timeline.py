@@ -60,9 +60,10 @@ class Runtime:
     busy: dict[int, simpy.Event] = field(default_factory=dict)  # each device's last session
 
 
-def compute_draw(job: TrainingJob) -> tuple[int, int]:
-    """The key of a session's compute-time draw: (task, the client's dispatch number)."""
-    return (job.task, job.dispatch)
+def compute_draw(task: int, dispatch: int) -> tuple[int, int]:
+    """The key of a session's compute-time draw: (task, the client's dispatch number). A plan's
+    view and the session use this one key, so they see the same draw."""
+    return (task, dispatch)
 
 
 def _watchdog(
@@ -86,7 +87,7 @@ class _Meter:
 
 def planned_seconds(dev: DeviceModel, plan: ClientPlan, now: float) -> float:
     """The session's duration as planned at ``now`` (what a failure's lost time scales with)."""
-    c, draw, total = plan.client, compute_draw(plan.job), 0.0
+    c, draw, total = plan.client, compute_draw(plan.job.task, plan.job.dispatch), 0.0
     for ph in plan.phases:
         if isinstance(ph, Download):
             total += dev.download_time(c, ph.bits, now)
@@ -106,7 +107,7 @@ class _Phases:
 
     def __init__(self, rt: Runtime, job: TrainingJob, meter: _Meter) -> None:
         self.rt, self.job, self.meter = rt, job, meter
-        self.draw = compute_draw(job)
+        self.draw = compute_draw(job.task, job.dispatch)
 
     def _record(self, kind: str, nbytes: int, seconds: float, joules: float) -> None:
         j = self.job
