@@ -19,6 +19,7 @@ import numpy as np
 from fedtempo.aggregation import asynchronous as agg
 from fedtempo.aggregation import staleness as st
 from fedtempo.aggregation.sync import FedAvg
+from fedtempo.algorithms.asynchronous import AdaptiveEpochs
 from fedtempo.algorithms.fedavg import FedAvgRounds
 from fedtempo.algorithms.protocol import RoundAlgorithm
 from fedtempo.algorithms.pruned import PrunedRounds, PrunedState, personalized_evaluator
@@ -43,7 +44,7 @@ from fedtempo.experiment.servers import (
 )
 from fedtempo.personalize.masks import last_layer, personal_mask
 from fedtempo.rng import Streams
-from fedtempo.sim.asyncserver import AdaptiveEpochs, AsyncServer
+from fedtempo.sim.asyncserver import AsyncServer
 from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import SimTask
 from fedtempo.sim.timeline import Runtime

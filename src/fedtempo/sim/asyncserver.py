@@ -12,28 +12,20 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import simpy
 
-from fedtempo.aggregation.asynchronous import AsyncAggregator, AsyncState, adapt_epochs
+from fedtempo.aggregation.asynchronous import AsyncAggregator, AsyncState
+from fedtempo.algorithms.asynchronous import AdaptiveEpochs, AsyncAlgorithm, AsyncRunState
+from fedtempo.algorithms.jobs import TrainingJob
 from fedtempo.client.local import Update
 from fedtempo.sim.clock import after_instant
-from fedtempo.sim.executor import TrainingJob
 from fedtempo.sim.task import SimTask
 from fedtempo.sim.timeline import Runtime, session
 from fedtempo.system.availability import available_at
 
-
-@dataclass(frozen=True)
-class AdaptiveEpochs:
-    """AsyncFedED's local-epoch rule (kappa = 0 keeps K fixed at k_init)."""
-
-    kappa: float = 1.0
-    gamma_bar: float = 2.0
-    k_init: int = 5
-    k_max: int = 20
+__all__ = ["AdaptiveEpochs", "AsyncServer"]
 
 
 class AsyncServer:
@@ -54,17 +46,26 @@ class AsyncServer:
         self.concurrency = concurrency
         self.max_updates = max_updates
         self.dispatch_mode = dispatch
-        self.epochs = epochs
-        self.state: AsyncState = rule.init(task.model.params, task.model.version)
+        self.algorithm = AsyncAlgorithm(rule, task.task, epochs)
         self.idle = task.trainer.clients_with_data()
+        self.run_state: AsyncRunState = self.algorithm.init(
+            task.model.params, self.idle, task.model.version
+        )
         self.training: set[int] = set()
-        # each client's next local epochs (AsyncFedED's K); empty when they are fixed
-        self.local_epochs = {c: epochs.k_init for c in self.idle} if epochs else {}
         self.arrivals: simpy.Store = simpy.Store(rt.env)
         self.received = 0
         self._dispatches = 0
         self._next_rr = 0
         self._waking = False
+
+    @property
+    def state(self) -> AsyncState:
+        return self.run_state.rule
+
+    @property
+    def local_epochs(self) -> dict[int, int]:
+        """Each client's next local epochs (AsyncFedED's K); empty when they are fixed."""
+        return self.run_state.local_epochs
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -89,18 +90,10 @@ class AsyncServer:
             self._start(self._choose(candidates))
 
     def _start(self, client: int) -> None:
-        version, params = self.state.store.acquire()
+        job = self.algorithm.start(self.run_state, client, self.task.next_dispatch(client))
         del self.idle[bisect.bisect_left(self.idle, client)]
         self.training.add(client)
         self._dispatches += 1
-        job = TrainingJob(
-            self.task.task,
-            client,
-            version,
-            params,
-            self.task.next_dispatch(client),
-            self.local_epochs.get(client),
-        )
         self.rt.env.process(self._session(job))
 
     def _session(self, job: TrainingJob) -> Generator[Any, Any, None]:
@@ -132,16 +125,11 @@ class AsyncServer:
         if update is not None and not self._done():
             self.received += 1
             self._aggregate(update)
-        self.state.store.release(base_version)
+        self.algorithm.finish(self.run_state, base_version)
 
     def _aggregate(self, update: Update) -> None:
         env, task, rec = self.rt.env, self.task, self.rt.recorder
-        _, outcome = self.rule.on_update(self.state, update)
-        k_next = self.local_epochs.get(update.client, 0)
-        if outcome.accepted and self.epochs is not None and outcome.staleness is not None:
-            e = self.epochs
-            k_next = adapt_epochs(k_next, outcome.staleness.distance, e.kappa, e.gamma_bar, e.k_max)
-            self.local_epochs[update.client] = k_next
+        outcome, k_next = self.algorithm.receive(self.run_state, update)
         rec.update(env.now, task.task, update, outcome, k_next)
         if outcome.accepted:
             task.model.updates_applied += 1
