@@ -1,4 +1,5 @@
-"""The ``fedtempo`` command line: run, compare, data download."""
+"""The ``fedtempo`` command line: run, compare, plan, population, data download; and the
+deployment commands (serve, job, client, emulate)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedtempo import cli_deploy
 from fedtempo.errors import FedTempoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__)
@@ -18,6 +20,10 @@ data_app = typer.Typer(help="Data sets: download (opt-in, online).")
 app.add_typer(data_app, name="data")
 plan_app = typer.Typer(help="Plans without training (resource allocation).")
 app.add_typer(plan_app, name="plan")
+app.add_typer(cli_deploy.job_app, name="job")
+app.command("serve")(cli_deploy.serve)
+app.command("client")(cli_deploy.client)
+app.command("emulate")(cli_deploy.emulate)
 console = Console()
 err_console = Console(stderr=True)
 

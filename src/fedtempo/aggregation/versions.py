@@ -15,6 +15,20 @@ class VersionStore:
         self._params: dict[int, torch.Tensor] = {version: params}
         self._refs: dict[int, int] = {}
 
+    @classmethod
+    def restore(
+        cls, current: int, params: dict[int, torch.Tensor], refs: dict[int, int]
+    ) -> VersionStore:
+        """A store rebuilt from durable state: version ``current`` and the referenced versions
+        (``refs`` counts each one's holders); every version named must be in ``params``."""
+        missing = ({current} | set(refs)) - set(params)
+        if missing:
+            raise ValueError(f"versions {sorted(missing)} are referenced but not given")
+        store = cls(params[current], current)
+        store._params = {v: params[v] for v in {current} | set(refs)}
+        store._refs = {v: n for v, n in refs.items() if n > 0}
+        return store
+
     def __contains__(self, version: int) -> bool:
         return version in self._params
 

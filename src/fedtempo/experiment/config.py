@@ -22,6 +22,7 @@ from fedtempo.experiment.sections import (
     DataConfig,
     DevicesConfig,
     EvalConfig,
+    JobConfig,
     LinkConfig,
     MaflConfig,
     ModelConfig,
@@ -91,6 +92,7 @@ class ExperimentConfig(Section):
     server: ServerConfig = FedAvgServer()
     devices: DevicesConfig = DevicesConfig()
     eval: EvalConfig = EvalConfig(interval=5.0)
+    job: JobConfig = JobConfig()
     stop: StopConfig = StopConfig()
     tasks: list[TaskConfig] = Field(default_factory=list)
     mafl: MaflConfig = MaflConfig()
@@ -290,7 +292,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Parse a TOML config, following ``extends = "other.toml"`` (relative to the file) and
-    laying the file's own keys over the base's, table by table."""
+    laying the file's own keys over the base's, table by table (a ``[server]`` naming another
+    algorithm replaces the base's instead)."""
     path = Path(path)
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'extends' loops back to itself")
@@ -305,7 +308,16 @@ def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
-    return merge_tables(read_layers(path.parent / base, (*seen, path.resolve())), data)
+    below = read_layers(path.parent / base, (*seen, path.resolve()))
+    over_server = data.get("server")
+    if isinstance(over_server, dict) and "algorithm" in over_server:
+        base_server = below.get("server")
+        if (
+            isinstance(base_server, dict)
+            and base_server.get("algorithm") != over_server["algorithm"]
+        ):
+            below.pop("server")  # another algorithm: its [server] keys would not apply
+    return merge_tables(below, data)
 
 
 def load(path: Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -192,6 +192,19 @@ class MaflConfig(Section):
         return self
 
 
+class JobConfig(Section):
+    """How the service runs this config as a job (``fedtempo job create``; the simulator
+    ignores it). Wall seconds. A round closes when its whole cohort has uploaded, or at
+    ``deadline_s`` with at least ``quorum`` updates (else it fails and a new one starts);
+    ``gather_s``: how long a round waits for more parties once ``quorum`` of them ask;
+    ``task_timeout_s``: an asynchronous task not answered by then is given up."""
+
+    quorum: int = Field(1, ge=1)
+    deadline_s: float | None = Field(300.0, gt=0)
+    gather_s: float = Field(5.0, ge=0)
+    task_timeout_s: float = Field(600.0, gt=0)
+
+
 class EvalConfig(Section):
     interval: float = Field(0.0, ge=0)
 

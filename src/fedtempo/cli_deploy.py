@@ -1,0 +1,342 @@
+"""The deployment commands: ``serve``, ``job ...``, ``client``, ``emulate``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedtempo.errors import FedTempoError
+
+job_app = typer.Typer(help="Jobs on a fedtempo service (admin credential).")
+console = Console()
+err_console = Console(stderr=True)
+
+ServerOpt = Annotated[str, typer.Option("--server", envvar="FEDTEMPO_SERVER", help="Service URL.")]
+AdminOpt = Annotated[
+    str,
+    typer.Option(
+        "--admin",
+        envvar="FEDTEMPO_ADMIN",
+        help="The admin credential, or @FILE to read it from a file.",
+    ),
+]
+CaOpt = Annotated[
+    Path | None,
+    typer.Option("--ca", envvar="FEDTEMPO_CA", help="CA/certificate to trust (self-signed TLS)."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: key.path=value (repeatable)."),
+]
+
+
+def _fail(message: object) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _token(admin: str) -> str:
+    if admin.startswith("@"):
+        try:
+            return Path(admin[1:]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _fail(f"--admin: cannot read {admin[1:]} ({exc.strerror})") from None
+    return admin.strip()
+
+
+def _admin(server: str, admin: str, ca: Path | None) -> Any:
+    from fedtempo.service.client import Admin
+
+    return Admin(server, _token(admin), ca)
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    from fedtempo.service.client import ServiceError
+
+    try:
+        return fn(*args)
+    except ServiceError as exc:
+        raise _fail(exc) from None
+
+
+def serve(
+    state: Annotated[Path, typer.Option("--state", help="State directory (resumed if present).")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8750,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+    tls_self_signed: Annotated[
+        bool, typer.Option("--tls-self-signed", help="Make a certificate for this state dir.")
+    ] = False,
+    admin_file: Annotated[
+        Path | None,
+        typer.Option("--admin-file", help="First start: write the admin credential here (0600)."),
+    ] = None,
+) -> None:
+    """Serve many jobs over HTTP(S), durably (SQLite WAL + fsync'd safetensors blobs)."""
+    from fedtempo.experiment.deploy import blueprint
+    from fedtempo.service.server import ServeError
+    from fedtempo.service.server import serve as run_server
+    from fedtempo.service.store import StoreError
+
+    try:
+        run_server(
+            state,
+            blueprint,
+            host=host,
+            port=port,
+            cert=tls_cert,
+            key=tls_key,
+            self_signed_tls=tls_self_signed,
+            admin_file=admin_file,
+        )
+    except (ServeError, StoreError) as exc:
+        raise _fail(exc) from None
+
+
+@job_app.command("create")
+def job_create(
+    config: Annotated[Path, typer.Argument(help="A run config (TOML).")],
+    server: ServerOpt,
+    admin: AdminOpt,
+    ca: CaOpt = None,
+    overrides: SetOption = None,
+    name: Annotated[str | None, typer.Option(help="Job name (default: the config's).")] = None,
+) -> None:
+    """Create a job from a run config: model, train, server and job sections apply."""
+    from fedtempo.experiment.config import load
+    from fedtempo.experiment.deploy import job_spec
+
+    try:
+        cfg = load(config, overrides or [])
+        spec = job_spec(cfg)
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    job = _call(_admin(server, admin, ca).create_job, name or cfg.name, spec)
+    console.print(job)
+
+
+@job_app.command("list")
+def job_list(server: ServerOpt, admin: AdminOpt, ca: CaOpt = None) -> None:
+    """Jobs with their status, version and updates."""
+    jobs = _call(_admin(server, admin, ca).jobs)
+    table = Table("job", "algorithm", "status", "version", "rounds", "accepted", "rejected")
+    for j in jobs:
+        u = j["updates"]
+        table.add_row(
+            j["job"],
+            j["algorithm"],
+            j["status"],
+            str(j["version"]),
+            str(j["rounds_done"]),
+            str(u["accepted"]),
+            str(sum(u["rejected"].values())),
+        )
+    console.print(table)
+
+
+@job_app.command("status")
+def job_status(job: str, server: ServerOpt, admin: AdminOpt, ca: CaOpt = None) -> None:
+    """One job's status as JSON: rounds, versions, parties online, updates by outcome."""
+    console.print_json(json.dumps(_call(_admin(server, admin, ca).status, job)))
+
+
+@job_app.command("stop")
+def job_stop(job: str, server: ServerOpt, admin: AdminOpt, ca: CaOpt = None) -> None:
+    """Stop a job (parties are told it is over)."""
+    console.print_json(json.dumps(_call(_admin(server, admin, ca).stop, job)))
+
+
+@job_app.command("model")
+def job_model(
+    job: str,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the safetensors file.")],
+    server: ServerOpt,
+    admin: AdminOpt,
+    ca: CaOpt = None,
+) -> None:
+    """Download the job's current global model (safetensors)."""
+    blob, version = _call(_admin(server, admin, ca).model, job)
+    out.write_bytes(blob)
+    console.print(f"version {version} -> {out} ({len(blob)} bytes)")
+
+
+@job_app.command("enroll")
+def job_enroll(
+    job: str,
+    party: Annotated[str, typer.Option("--party", help="The party's name in this job.")],
+    server: ServerOpt,
+    admin: AdminOpt,
+    out: Annotated[Path | None, typer.Option("--out", help="Credential file to write.")] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Enroll this raw/base64 public key.")
+    ] = None,
+    ca: CaOpt = None,
+) -> None:
+    """Enroll a party: make its Ed25519 key pair here and write its credential file, or
+    enroll a public key the party made itself (its private key never leaves it)."""
+    from fedtempo.service import auth
+
+    if public_key is not None:
+        text = public_key.read_bytes().strip()
+        pub = auth.b64(text) if len(text) == 32 else text.decode("ascii")
+        info = _call(_admin(server, admin, ca).enroll, job, party, pub)
+        console.print_json(json.dumps(info))
+        return
+    if out is None:
+        raise _fail("--out: where to write the party's credential (or give --public-key)")
+    key = auth.new_key()
+    info = _call(_admin(server, admin, ca).enroll, job, party, auth.b64(auth.public_key_bytes(key)))
+    auth.Credential(server, job, party, auth.private_bytes(key)).write(out)
+    console.print(f"party {party} (id {info['id']}) of job {job}: credential -> {out}")
+
+
+def client(
+    credential: Annotated[Path, typer.Option("--credential", help="Party credential file.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Own data: .npz or .safetensors (x, y).")
+    ] = None,
+    partition: Annotated[
+        Path | None, typer.Option(help="Take shard --index of this config's partition.")
+    ] = None,
+    index: Annotated[int, typer.Option(help="Shard index with --partition.")] = 0,
+    server: Annotated[str | None, typer.Option(help="Override the credential's server.")] = None,
+    ca: CaOpt = None,
+    max_tasks: Annotated[int | None, typer.Option(help="Stop after this many trainings.")] = None,
+    pace: Annotated[
+        str | None, typer.Option(help="Emulated device seconds: download,compute,upload,epochs.")
+    ] = None,
+) -> None:
+    """Run a party: ask for work, train on local data, upload; until the job is over."""
+    import dataclasses
+
+    from fedtempo.experiment.config import load
+    from fedtempo.experiment.deploy import local_trainer, read_data, shard
+    from fedtempo.service.auth import Credential
+    from fedtempo.service.client import ServiceError
+    from fedtempo.service.party import Pace, Party
+
+    try:
+        cred = Credential.read(credential)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    if server:
+        cred = dataclasses.replace(cred, server=server)
+    try:
+        if data is not None:
+            x, y = read_data(data)
+        elif partition is not None:
+            x, y = shard(load(partition), index)
+        else:
+            raise _fail("give --data FILE or --partition CONFIG --index I")
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    p = None
+    if pace:
+        d, c, u, e = (float(v) for v in pace.split(","))
+        p = Pace(d, c, u, int(e))
+    agent = Party(cred, lambda t, s: train(t, s), len(y), ca=ca, pace=p)
+    try:
+        info = agent.spec()
+        train, _ = local_trainer(info["spec"], int(info["party_id"]), x, y)
+        stats = agent.run(max_tasks)
+    except ServiceError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"{cred.party}: {stats.tasks} trainings, {stats.accepted} accepted, "
+        f"rejected {stats.rejected or 0}"
+    )
+
+
+def emulate(
+    config: Annotated[Path, typer.Argument(help="The run config whose population to emulate.")],
+    server: ServerOpt,
+    admin: AdminOpt,
+    job: Annotated[str, typer.Option("--job", help="The job (from `fedtempo job create`).")],
+    time_scale: Annotated[float, typer.Option(help="Wall seconds per virtual second.")] = 0.05,
+    ca: CaOpt = None,
+    creds: Annotated[Path, typer.Option(help="Folder for the parties' credentials.")] = Path(
+        "runs/emulate"
+    ),
+    overrides: SetOption = None,
+) -> None:
+    """Start a config's population as party processes: each trains its shard for real and
+    sleeps its device's compute and transfer times (scaled), so arrivals mimic the simulator."""
+    from fedtempo.experiment.config import load
+    from fedtempo.experiment.deploy import paces
+    from fedtempo.service import auth
+
+    try:
+        cfg = load(config, overrides or [])
+        pace = paces(cfg, time_scale)
+    except FedTempoError as exc:
+        raise _fail(exc) from None
+    adm = _admin(server, admin, ca)
+    folder = creds / job
+    procs = []
+    for i, p in enumerate(pace):
+        path = folder / f"party-{i}.json"
+        if not path.exists():
+            key = auth.new_key()
+            _call(adm.enroll, job, f"party-{i}", auth.b64(auth.public_key_bytes(key)))
+            auth.Credential(server, job, f"party-{i}", auth.private_bytes(key)).write(path)
+        cmd = [
+            sys.executable,
+            "-c",
+            "from fedtempo.cli import app; app()",
+            "client",
+            "--credential",
+            str(path),
+            "--partition",
+            str(config),
+            "--index",
+            str(i),
+            "--pace",
+            f"{p.download_s},{p.compute_s},{p.upload_s},{p.epochs}",
+        ]
+        if ca is not None:
+            cmd += ["--ca", str(ca)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
+    start = time.monotonic()
+    codes = [p.wait() for p in procs]
+    status = _call(adm.status, job)
+    console.print(
+        f"{len(procs)} parties done in {time.monotonic() - start:.1f} s "
+        f"(exit codes {sorted(set(codes))}); job {job}: {status['status']}, "
+        f"version {status['version']}"
+    )
+    try:
+        accuracy = _accuracy(cfg, adm, job)
+        console.print(f"final accuracy on the config's test set: {accuracy:.4f}")
+    except FedTempoError as exc:
+        err_console.print(f"no accuracy: {exc}")
+
+
+def _accuracy(cfg: Any, adm: Any, job: str) -> float:
+    """The job's current model on ``cfg``'s test set."""
+    from fedtempo.experiment.build import load_data
+    from fedtempo.experiment.parts import test_evaluator
+    from fedtempo.models.profile import build_model
+    from fedtempo.rng import Streams
+    from fedtempo.service.wire import Layout, parse
+
+    bundle = load_data(cfg, Streams(cfg.seed))
+    model = build_model(
+        cfg.model.name,
+        bundle.train.input_shape,
+        bundle.train.num_classes,
+        Streams(cfg.seed).torch("init", 0),
+    )
+    blob, _ = _call(adm.model, job)
+    vector, _ = parse(Layout.of(model), blob)
+    return test_evaluator(model, bundle)(vector)[0]

@@ -1,0 +1,359 @@
+"""The HTTP API (``/v1``), an ASGI app (FastAPI): many jobs, one durable store.
+
+Control is JSON; tensors are ``application/octet-stream`` safetensors. Admin endpoints take
+``Authorization: Bearer <admin credential>``; party endpoints take a signed request (see
+``fedtempo.service.auth``). Before anything touches state a request passes, in order: the body
+size limit, the content type, authentication (signature, time window, nonce), and the payload
+checks (``wire.parse``, the job's own). Every refusal is a 4xx with ``{"error": reason}``; a
+full or read-only disk is a 503 with the reason (retry later); nothing a client sends gives a
+500. The OpenAPI schema is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from fedtempo.service import auth, wire
+from fedtempo.service.jobs import Job, JobFactory, Rejected, make_job
+from fedtempo.service.store import Store, StoreError
+
+log = logging.getLogger("fedtempo.service")
+JSON_LIMIT = 1 << 20  # bytes of a control request's JSON body
+TICK_S = 0.2  # how often deadlines and leases are checked
+MAX_WAIT_S = 30.0  # the longest a long-poll is held
+
+
+class JobRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    spec: dict[str, Any]
+
+
+class EnrollRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    public_key: str = Field(description="the party's raw Ed25519 public key, urlsafe base64")
+
+
+class WorkRequest(BaseModel):
+    samples: int = Field(ge=0)
+    wait_s: float = Field(20.0, ge=0, le=MAX_WAIT_S)
+
+
+class Service:
+    """The server's state: the store, the live jobs, the admin credential's hash."""
+
+    def __init__(self, root: Path, factory: JobFactory, clock: Callable[[], float] = time.time):
+        self.store, self.factory, self.clock = Store(root), factory, clock
+        self.store.collect_garbage()
+        self.new_admin_token: str | None = None
+        if self.store.meta("admin_hash") is None:
+            token = auth.new_admin_token()
+            with self.store.tx() as db:
+                db.execute("INSERT INTO meta VALUES ('admin_hash', ?)", (auth.token_hash(token),))
+            self.new_admin_token = token
+        self.jobs: dict[str, Job] = {}
+        for row in self.store.db.execute("SELECT id, spec FROM jobs").fetchall():
+            self.jobs[row["id"]] = make_job(row["id"], self.store, factory(json.loads(row["spec"])))
+        self._changed: dict[str, asyncio.Event] = {}
+        self.auth_failures = 0
+
+    def changed(self, job_id: str) -> None:
+        event = self._changed.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    def event(self, job_id: str) -> asyncio.Event:
+        return self._changed.setdefault(job_id, asyncio.Event())
+
+    def job(self, job_id: str) -> Job:
+        if job_id not in self.jobs:
+            raise Rejected(404, f"no job {job_id!r}")
+        return self.jobs[job_id]
+
+    def create(self, name: str, spec: dict[str, Any]) -> str:
+        try:
+            bp = self.factory(spec)
+        except (ValueError, TypeError, KeyError) as exc:
+            message = str(exc)
+            prefix = "" if message.startswith("job spec") else "job spec: "
+            raise Rejected(422, prefix + message) from None
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "job"
+        job_id = f"{slug}-{secrets.token_hex(3)}"
+        sha = self.store.put_blob(wire.encode(bp.layout, bp.initial))
+        with self.store.tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, name, spec, kind, status, created, version) "
+                "VALUES (?,?,?,?, 'running', ?, 0)",
+                (job_id, name, json.dumps(spec), bp.settings.kind, self.clock()),
+            )
+            db.execute("INSERT INTO versions VALUES (?, 0, ?)", (job_id, sha))
+        self.jobs[job_id] = make_job(job_id, self.store, bp)
+        return job_id
+
+    def check_admin(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        stored = self.store.meta("admin_hash") or ""
+        if not header.startswith("Bearer ") or not auth.token_matches(header[7:], stored):
+            self.auth_failures += 1
+            raise Rejected(401, "admin credential missing or wrong")
+
+    def check_party(self, request: Request, job: Job, body: bytes) -> int:
+        """The enrolled party that signed ``request`` (its id), or Rejected."""
+        h = request.headers
+        name, ts, nonce, sig = (
+            h.get(k, "") for k in (auth.H_PARTY, auth.H_TIME, auth.H_NONCE, auth.H_SIG)
+        )
+        if not (name and ts and nonce and sig):
+            self.auth_failures += 1
+            raise Rejected(401, "unsigned request: party signature headers missing")
+        row = self.store.db.execute(
+            "SELECT id, public_key FROM parties WHERE job=? AND name=?", (job.id, name)
+        ).fetchone()
+        try:
+            signature, stamp = auth.unb64(sig), float(ts)
+        except ValueError:
+            signature, stamp = b"", float("nan")
+        message = auth.signed_message(request.method, request.url.path, name, ts, nonce, body)
+        if row is None or not auth.verify(bytes(row["public_key"]), signature, message):
+            self.auth_failures += 1
+            raise Rejected(401, f"signature does not verify for a party of job {job.id}")
+        now = self.clock()
+        if not abs(now - stamp) <= auth.WINDOW_S:
+            self.auth_failures += 1
+            raise Rejected(401, f"request timestamp outside the {auth.WINDOW_S:.0f} s window")
+        key = f"{job.id}/{name}"
+        try:
+            with self.store.tx() as db:
+                db.execute("DELETE FROM nonces WHERE ts < ?", (now - 2 * auth.WINDOW_S,))
+                db.execute("INSERT INTO nonces VALUES (?,?,?)", (key, nonce, now))
+        except sqlite3.IntegrityError:
+            self.auth_failures += 1
+            raise Rejected(401, "replayed request: nonce already used") from None
+        return int(row["id"])
+
+
+async def read_body(request: Request, limit: int, content_type: str) -> bytes:
+    got = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if got != content_type:
+        raise Rejected(415, f"content type must be {content_type}, got {got or 'none'}")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise Rejected(413, f"body larger than the {limit}-byte limit for this request")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, f"body larger than the {limit}-byte limit for this request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, model: type[BaseModel]) -> Any:
+    body = await read_body(request, JSON_LIMIT, "application/json")
+    try:
+        return model.model_validate_json(body)
+    except ValueError as exc:
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise Rejected(422, f"{where or 'body'}: {first.get('msg')}") from None
+
+
+def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = time.time) -> FastAPI:
+    """The ASGI app over the state directory ``root`` (resumed if it holds jobs)."""
+    service = Service(root, factory, clock)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = service.clock()
+            for job_id, job in list(service.jobs.items()):
+                try:
+                    before = (job.current_version(), job.status)
+                    job.tick(now)
+                    if (job.current_version(), job.status) != before or job.waiting:
+                        service.changed(job_id)
+                except (Rejected, StoreError, sqlite3.Error) as exc:
+                    log.warning("job %s: tick failed: %s", job_id, exc)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(ticker())
+        yield
+        task.cancel()
+        service.store.close()
+
+    app = FastAPI(title="fedtempo", version="1", lifespan=lifespan)
+    app.state.service = service
+
+    @app.exception_handler(Rejected)
+    async def rejected(request: Request, exc: Rejected) -> JSONResponse:
+        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"retry-after": "5"})
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def db_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        reason = f"the state store refused the write ({exc}); nothing was changed"
+        return JSONResponse({"error": reason}, status_code=503, headers={"retry-after": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg')}"}, status_code=422)
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "jobs": len(service.jobs)}
+
+    # ---- admin --------------------------------------------------------------------------
+
+    @app.post("/v1/jobs", status_code=201)
+    async def create_job(request: Request) -> dict[str, Any]:
+        service.check_admin(request)
+        req = await read_json(request, JobRequest)
+        job_id = service.create(req.name, req.spec)
+        return {"job": job_id}
+
+    @app.get("/v1/jobs")
+    async def list_jobs(request: Request) -> dict[str, Any]:
+        service.check_admin(request)
+        now = service.clock()
+        return {"jobs": [j.describe(now) for j in service.jobs.values()]}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job_status(job_id: str, request: Request) -> dict[str, Any]:
+        service.check_admin(request)
+        return service.job(job_id).describe(service.clock())
+
+    @app.post("/v1/jobs/{job_id}/stop")
+    async def stop_job(job_id: str, request: Request) -> dict[str, Any]:
+        service.check_admin(request)
+        job = service.job(job_id)
+        if job.status == "running":
+            with service.store.tx() as db:
+                db.execute(
+                    "UPDATE jobs SET status='stopped', done_reason='stopped by the admin' "
+                    "WHERE id=?",
+                    (job_id,),
+                )
+        service.changed(job_id)
+        return job.describe(service.clock())
+
+    @app.post("/v1/jobs/{job_id}/parties", status_code=201)
+    async def enroll(job_id: str, request: Request) -> dict[str, Any]:
+        service.check_admin(request)
+        job = service.job(job_id)
+        req = await read_json(request, EnrollRequest)
+        try:
+            key = auth.unb64(req.public_key)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise Rejected(422, "public_key: not a raw Ed25519 public key (32 bytes, base64)")
+        db = service.store.db
+        if db.execute(
+            "SELECT 1 FROM parties WHERE job=? AND name=?", (job_id, req.name)
+        ).fetchone():
+            raise Rejected(409, f"party {req.name!r} is already enrolled in job {job_id}")
+        with service.store.tx():
+            pid = db.execute("SELECT COUNT(*) FROM parties WHERE job=?", (job_id,)).fetchone()[0]
+            db.execute(
+                "INSERT INTO parties (job, name, id, public_key) VALUES (?,?,?,?)",
+                (job_id, req.name, pid, key),
+            )
+        return {"job": job.id, "party": req.name, "id": int(pid)}
+
+    # ---- parties (and the admin, for the model) -------------------------------------------
+
+    @app.get("/v1/jobs/{job_id}/model")
+    async def model(job_id: str, request: Request) -> Response:
+        job = service.job(job_id)
+        if request.headers.get("authorization"):
+            service.check_admin(request)
+        else:
+            service.check_party(request, job, b"")
+        blob = job.version_blob(job.current_version())
+        return Response(
+            blob,
+            media_type="application/octet-stream",
+            headers={"x-fedtempo-version": str(job.current_version())},
+        )
+
+    @app.get("/v1/jobs/{job_id}/spec")
+    async def spec(job_id: str, request: Request) -> dict[str, Any]:
+        job = service.job(job_id)
+        party = service.check_party(request, job, b"")
+        row = job.row()
+        return {
+            "job": job.id,
+            "party_id": party,
+            "spec": json.loads(row["spec"]),
+            "layout": job.bp.layout.to_json(),
+        }
+
+    @app.post("/v1/jobs/{job_id}/work")
+    async def work(job_id: str, request: Request) -> dict[str, Any]:
+        job = service.job(job_id)
+        body = await read_body(request, JSON_LIMIT, "application/json")
+        party = service.check_party(request, job, body)
+        try:
+            req = WorkRequest.model_validate_json(body)
+        except ValueError as exc:
+            raise Rejected(422, f"work request: {exc}") from None
+        job.set_samples(party, req.samples)
+        deadline = service.clock() + req.wait_s
+        while True:
+            event = service.event(job_id)
+            before = job.current_version()
+            task = job.work(party, service.clock())
+            if job.current_version() != before or task is not None:
+                service.changed(job_id)
+            if task is not None:
+                return task
+            left = deadline - service.clock()
+            if left <= 0:
+                return {"wait": True}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
+
+    @app.get("/v1/jobs/{job_id}/versions/{version}")
+    async def version(job_id: str, version: int, request: Request) -> Response:
+        job = service.job(job_id)
+        service.check_party(request, job, b"")
+        return Response(job.version_blob(version), media_type="application/octet-stream")
+
+    @app.put("/v1/jobs/{job_id}/updates/{key}")
+    async def upload(job_id: str, key: str, request: Request) -> dict[str, Any]:
+        job = service.job(job_id)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", key):
+            raise Rejected(422, "update key: 1-100 characters of A-Z a-z 0-9 _ . -")
+        body = await read_body(request, job.bp.layout.max_bytes, "application/octet-stream")
+        party = service.check_party(request, job, body)
+        try:
+            answer = job.upload(party, key, body, service.clock())
+        except Rejected as exc:
+            if exc.status != 404:
+                job.count_rejection(exc.code)
+            raise
+        service.changed(job_id)
+        return answer
+
+    return app

@@ -1,0 +1,141 @@
+"""The service is a driver of the same algorithm objects: scripted parties in a fixed arrival
+order give bit-identical models to the algorithm applied directly (DESIGN: no second copy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fedtempo.aggregation.sync import FedAvg
+from fedtempo.algorithms.asynchronous import AdaptiveEpochs, AsyncAlgorithm
+from fedtempo.algorithms.fedavg import FedAvgRounds
+from fedtempo.algorithms.protocol import ClientResult, ModelState, RoundOutcome, RoundPlan
+from fedtempo.client.local import Update
+from fedtempo.experiment.deploy import blueprint
+from fedtempo.experiment.drivers import async_rule
+from fedtempo.experiment.servers import AsyncFedEDServer, FedBuffServer
+from fedtempo.service import wire
+from fedtempo.service.party import PartyStats, WorkTask
+from tests.service.helpers import InProcess, tiny_spec
+
+SAMPLES = [5, 9, 13]
+
+
+def _delta(seed: int) -> torch.Tensor:
+    return torch.randn(15, generator=torch.Generator().manual_seed(seed))
+
+
+def _model(svc: InProcess, job: str) -> torch.Tensor:
+    r = svc.client.get(f"/v1/jobs/{job}/model", headers=svc.admin())
+    assert r.status_code == 200
+    layout = svc.service.jobs[job].bp.layout
+    return wire.parse(layout, r.content)[0]
+
+
+def test_a_fedavg_round_equals_fedavg_rounds_aggregate(tmp_path: Path) -> None:
+    svc = InProcess(tmp_path / "state")
+    spec = tiny_spec({"algorithm": "fedavg", "rounds": 2, "clients_per_round": 3},
+                     gather_s=60.0)
+    job = svc.create(spec)
+    deltas = {f"r0-p{i}": _delta(i) for i in range(3)}
+    parties = [svc.party(svc.enroll(job, f"p{i}"), deltas, SAMPLES[i]) for i in range(3)]
+    assert parties[0].ask() is None and parties[1].ask() is None  # waiting for the cohort
+    tasks: list[WorkTask] = []
+    for p in [parties[2], parties[0], parties[1]]:
+        t = p.ask()
+        assert isinstance(t, WorkTask) and t.round == 0 and t.base_version == 0
+        tasks.append(t)
+    for p, t in zip([parties[2], parties[0], parties[1]], tasks, strict=True):
+        p.step(t, PartyStats())
+    bp = blueprint(spec)
+    algorithm = bp.rounds(SAMPLES) if bp.rounds else None
+    assert isinstance(algorithm, FedAvgRounds)
+    results = tuple(
+        ClientResult(Update(i, 0, 0, deltas[f"r0-p{i}"], SAMPLES[i], 1, 0.5), 0.0, 0.0)
+        for i in range(3)
+    )
+    direct = algorithm.aggregate(ModelState(bp.initial.clone()), RoundOutcome(RoundPlan(()), results))
+    assert torch.equal(_model(svc, job), direct.params)
+    assert torch.equal(direct.params, FedAvg().aggregate(bp.initial, [r.update for r in results]))
+    status = svc.client.get(f"/v1/jobs/{job}", headers=svc.admin()).json()
+    assert status["version"] == 1 and status["rounds_done"] == 1
+    assert status["updates"]["accepted"] == 3 and status["versions_kept"] == [1]
+    svc.close()
+
+
+def _async_script(svc: InProcess, job: str, seeds: dict[str, int]) -> list[dict[str, object]]:
+    """p0, p1, p2 start at v0; p0 and p1 upload; p0 starts again; p2 (stale), then p0."""
+    deltas = {k: _delta(v) for k, v in seeds.items()}
+    parties = [svc.party(svc.enroll(job, f"p{i}"), deltas, SAMPLES[i]) for i in range(3)]
+    first = [p.ask() for p in parties]
+    stats = PartyStats()
+    for i in (0, 1):
+        task = first[i]
+        assert isinstance(task, WorkTask)
+        parties[i].step(task, stats)
+    again = parties[0].ask()
+    assert isinstance(again, WorkTask) and again.task == "a1-p0"
+    assert isinstance(first[2], WorkTask)
+    parties[2].step(first[2], stats)
+    parties[0].step(again, stats)
+    return stats.answers
+
+
+def _direct(algorithm: AsyncAlgorithm, initial: torch.Tensor, seeds: dict[str, int]):  # type: ignore[no-untyped-def]
+    st = algorithm.init(initial.clone(), range(3))
+    jobs = {f"a0-p{i}": algorithm.start(st, i, 0) for i in range(3)}
+    ks = []
+
+    def receive(key: str, client: int) -> None:
+        j = jobs[key]
+        u = Update(client, 0, j.base_version, _delta(seeds[key]), SAMPLES[client], 1, 0.5)
+        ks.append(algorithm.receive(st, u)[1])
+        algorithm.finish(st, j.base_version)
+
+    receive("a0-p0", 0)
+    receive("a0-p1", 1)
+    jobs["a1-p0"] = algorithm.start(st, 0, 1)
+    receive("a0-p2", 2)
+    receive("a1-p0", 0)
+    return st, ks
+
+
+SEEDS = {"a0-p0": 10, "a0-p1": 11, "a0-p2": 12, "a1-p0": 13}
+
+
+def test_fedbuff_in_the_service_equals_the_rule_applied_directly(tmp_path: Path) -> None:
+    svc = InProcess(tmp_path / "state")
+    server = {"algorithm": "fedbuff", "concurrency": 3, "max_updates": 100,
+              "fedbuff": {"buffer_size": 2, "staleness_weight": True}}
+    job = svc.create(tiny_spec(server))
+    answers = _async_script(svc, job, SEEDS)
+    assert [a["status"] for a in answers] == ["buffered", "applied", "buffered", "applied"]
+    algorithm = AsyncAlgorithm(async_rule(FedBuffServer.model_validate(server)))
+    st, _ = _direct(algorithm, blueprint(tiny_spec(server)).initial, SEEDS)
+    assert st.version == 2 and torch.equal(_model(svc, job), st.params)
+    svc.close()
+
+
+def test_asyncfeded_in_the_service_equals_the_rule_and_returns_its_k(tmp_path: Path) -> None:
+    svc = InProcess(tmp_path / "state")
+    server = {"algorithm": "asyncfeded", "concurrency": 3, "max_updates": 100,
+              "asyncfeded": {"k_init": 3, "kappa": 1.0, "gamma_bar": 1.0}}
+    job = svc.create(tiny_spec(server))
+    answers = _async_script(svc, job, SEEDS)
+    e = AsyncFedEDServer.model_validate(server).asyncfeded
+    algorithm = AsyncAlgorithm(
+        async_rule(AsyncFedEDServer.model_validate(server)), 0,
+        AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max),
+    )
+    st, ks = _direct(algorithm, blueprint(tiny_spec(server)).initial, SEEDS)
+    assert [a["next_epochs"] for a in answers] == ks
+    assert len(set(ks)) > 1  # the stale update turned K down
+    assert st.version == 4 and torch.equal(_model(svc, job), st.params)
+    # the restarted service rebuilds the same state from disk
+    svc.close()
+    again = InProcess(tmp_path / "state")
+    restored = again.service.jobs[job]
+    assert torch.equal(restored.state.params, st.params)  # type: ignore[attr-defined]
+    assert restored.state.local_epochs == st.local_epochs  # type: ignore[attr-defined]
+    again.close()
