@@ -35,8 +35,7 @@ def _model(svc: InProcess, job: str) -> torch.Tensor:
 
 def test_a_fedavg_round_equals_fedavg_rounds_aggregate(tmp_path: Path) -> None:
     svc = InProcess(tmp_path / "state")
-    spec = tiny_spec({"algorithm": "fedavg", "rounds": 2, "clients_per_round": 3},
-                     gather_s=60.0)
+    spec = tiny_spec({"algorithm": "fedavg", "rounds": 2, "clients_per_round": 3}, gather_s=60.0)
     job = svc.create(spec)
     deltas = {f"r0-p{i}": _delta(i) for i in range(3)}
     parties = [svc.party(svc.enroll(job, f"p{i}"), deltas, SAMPLES[i]) for i in range(3)]
@@ -55,7 +54,9 @@ def test_a_fedavg_round_equals_fedavg_rounds_aggregate(tmp_path: Path) -> None:
         ClientResult(Update(i, 0, 0, deltas[f"r0-p{i}"], SAMPLES[i], 1, 0.5), 0.0, 0.0)
         for i in range(3)
     )
-    direct = algorithm.aggregate(ModelState(bp.initial.clone()), RoundOutcome(RoundPlan(()), results))
+    direct = algorithm.aggregate(
+        ModelState(bp.initial.clone()), RoundOutcome(RoundPlan(()), results)
+    )
     assert torch.equal(_model(svc, job), direct.params)
     assert torch.equal(direct.params, FedAvg().aggregate(bp.initial, [r.update for r in results]))
     status = svc.client.get(f"/v1/jobs/{job}", headers=svc.admin()).json()
@@ -106,8 +107,12 @@ SEEDS = {"a0-p0": 10, "a0-p1": 11, "a0-p2": 12, "a1-p0": 13}
 
 def test_fedbuff_in_the_service_equals_the_rule_applied_directly(tmp_path: Path) -> None:
     svc = InProcess(tmp_path / "state")
-    server = {"algorithm": "fedbuff", "concurrency": 3, "max_updates": 100,
-              "fedbuff": {"buffer_size": 2, "staleness_weight": True}}
+    server = {
+        "algorithm": "fedbuff",
+        "concurrency": 3,
+        "max_updates": 100,
+        "fedbuff": {"buffer_size": 2, "staleness_weight": True},
+    }
     job = svc.create(tiny_spec(server))
     answers = _async_script(svc, job, SEEDS)
     assert [a["status"] for a in answers] == ["buffered", "applied", "buffered", "applied"]
@@ -119,13 +124,18 @@ def test_fedbuff_in_the_service_equals_the_rule_applied_directly(tmp_path: Path)
 
 def test_asyncfeded_in_the_service_equals_the_rule_and_returns_its_k(tmp_path: Path) -> None:
     svc = InProcess(tmp_path / "state")
-    server = {"algorithm": "asyncfeded", "concurrency": 3, "max_updates": 100,
-              "asyncfeded": {"k_init": 3, "kappa": 1.0, "gamma_bar": 1.0}}
+    server = {
+        "algorithm": "asyncfeded",
+        "concurrency": 3,
+        "max_updates": 100,
+        "asyncfeded": {"k_init": 3, "kappa": 1.0, "gamma_bar": 1.0},
+    }
     job = svc.create(tiny_spec(server))
     answers = _async_script(svc, job, SEEDS)
     e = AsyncFedEDServer.model_validate(server).asyncfeded
     algorithm = AsyncAlgorithm(
-        async_rule(AsyncFedEDServer.model_validate(server)), 0,
+        async_rule(AsyncFedEDServer.model_validate(server)),
+        0,
         AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max),
     )
     st, ks = _direct(algorithm, blueprint(tiny_spec(server)).initial, SEEDS)

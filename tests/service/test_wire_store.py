@@ -1,0 +1,86 @@
+"""The payload parser, the store's schema versioning and blobs, the TLS bind rule."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedtempo.service import auth, wire
+from fedtempo.service.server import ServeError, check_tls, self_signed
+from fedtempo.service.store import SCHEMA_VERSION, Store, StoreError
+
+LAYOUT = wire.Layout((("w", (3, 4)), ("b", (3,))))
+
+
+def test_encode_parse_round_trip_is_exact() -> None:
+    v = torch.randn(15, generator=torch.Generator().manual_seed(0))
+    out, meta = wire.parse(LAYOUT, wire.encode(LAYOUT, v, {"task": "t"}))
+    assert torch.equal(out, v) and meta == {"task": "t"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_payloads_raise_only_wire_errors(data: st.DataObject) -> None:
+    good = bytearray(wire.encode(LAYOUT, torch.ones(15), {"task": "t"}))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(good) - 1))
+        good[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(good)))
+    body = bytes(good[:cut])
+    try:
+        vector, _ = wire.parse(LAYOUT, body)
+    except wire.WireError as exc:
+        assert exc.code and str(exc)
+    else:
+        assert vector.shape == (15,) and bool(torch.isfinite(vector).all())
+
+
+def test_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.meta("schema_version") == str(SCHEMA_VERSION)
+    store.close()
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(tmp_path)
+
+
+def test_blobs_are_content_addressed_and_orphans_collected(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    sha = store.put_blob(b"hello")
+    assert store.get_blob(sha) == b"hello" and store.put_blob(b"hello") == sha
+    (store.blobs / "tmp" / "x.part").write_bytes(b"half")
+    assert store.collect_garbage() == 2  # the unreferenced blob and the temporary file
+    assert not store.blob_path(sha).exists()
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
+    check_tls("127.0.0.1", None, None, False)
+    check_tls("::1", None, None, False)
+    with pytest.raises(ServeError, match="--tls-self-signed"):
+        check_tls("0.0.0.0", None, None, False)
+    check_tls("0.0.0.0", None, None, True)
+    cert, key, fingerprint = self_signed(tmp_path, "127.0.0.1")
+    assert cert.read_bytes().startswith(b"-----BEGIN CERTIFICATE") and len(fingerprint) == 95
+    assert (key.stat().st_mode & 0o777) == 0o600
+
+
+def test_credential_files_are_private_and_round_trip(tmp_path: Path) -> None:
+    key = auth.new_key()
+    cred = auth.Credential("http://127.0.0.1:1", "job", "alice", auth.private_bytes(key))
+    cred.write(tmp_path / "c.json")
+    assert ((tmp_path / "c.json").stat().st_mode & 0o777) == 0o600
+    assert auth.Credential.read(tmp_path / "c.json") == cred
+    msg = auth.signed_message("PUT", "/p", "alice", "1", "n", b"body")
+    sig = key.sign(msg)
+    assert auth.verify(auth.public_key_bytes(key), sig, msg)
+    assert not auth.verify(auth.public_key_bytes(key), sig, msg + b"x")
