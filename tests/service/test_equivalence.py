@@ -66,19 +66,19 @@ def test_a_fedavg_round_equals_fedavg_rounds_aggregate(tmp_path: Path) -> None:
 
 
 def _async_script(svc: InProcess, job: str, seeds: dict[str, int]) -> list[dict[str, object]]:
-    """p0, p1, p2 start at v0; p0 and p1 upload; p0 starts again; p2 (stale), then p0."""
+    """p0, p1, p2 start at v0 and upload in that order, each getting its next task with the
+    answer (as the simulator redispatches at once); then p0 uploads its second training."""
     deltas = {k: _delta(v) for k, v in seeds.items()}
     parties = [svc.party(svc.enroll(job, f"p{i}"), deltas, SAMPLES[i]) for i in range(3)]
     first = [p.ask() for p in parties]
     stats = PartyStats()
-    for i in (0, 1):
+    for i in (0, 1, 2):
         task = first[i]
-        assert isinstance(task, WorkTask)
+        assert isinstance(task, WorkTask) and task.base_version == 0
         parties[i].step(task, stats)
-    again = parties[0].ask()
+        assert stats.answers[-1]["next"]["task"] == f"a1-p{i}"  # type: ignore[index]
+    again = parties[0].ask()  # the task that came with its first answer
     assert isinstance(again, WorkTask) and again.task == "a1-p0"
-    assert isinstance(first[2], WorkTask)
-    parties[2].step(first[2], stats)
     parties[0].step(again, stats)
     return stats.answers
 
@@ -93,11 +93,10 @@ def _direct(algorithm: AsyncAlgorithm, initial: torch.Tensor, seeds: dict[str, i
         u = Update(client, 0, j.base_version, _delta(seeds[key]), SAMPLES[client], 1, 0.5)
         ks.append(algorithm.receive(st, u)[1])
         algorithm.finish(st, j.base_version)
+        jobs[f"a{j.dispatch + 1}-p{client}"] = algorithm.start(st, client, j.dispatch + 1)
 
-    receive("a0-p0", 0)
-    receive("a0-p1", 1)
-    jobs["a1-p0"] = algorithm.start(st, 0, 1)
-    receive("a0-p2", 2)
+    for i in range(3):
+        receive(f"a0-p{i}", i)
     receive("a1-p0", 0)
     return st, ks
 
@@ -116,6 +115,7 @@ def test_fedbuff_in_the_service_equals_the_rule_applied_directly(tmp_path: Path)
     job = svc.create(tiny_spec(server))
     answers = _async_script(svc, job, SEEDS)
     assert [a["status"] for a in answers] == ["buffered", "applied", "buffered", "applied"]
+    assert [a["staleness"] for a in answers] == [0, 0, 1, 1]
     algorithm = AsyncAlgorithm(async_rule(FedBuffServer.model_validate(server)))
     st, _ = _direct(algorithm, blueprint(tiny_spec(server)).initial, SEEDS)
     assert st.version == 2 and torch.equal(_model(svc, job), st.params)

@@ -70,6 +70,7 @@ class Service:
         for row in self.store.db.execute("SELECT id, spec FROM jobs").fetchall():
             self.jobs[row["id"]] = make_job(row["id"], self.store, factory(json.loads(row["spec"])))
         self._changed: dict[str, asyncio.Event] = {}
+        self._nonces: set[tuple[str, str]] = set()  # staged, not yet committed
         self.auth_failures = 0
 
     def changed(self, job_id: str) -> None:
@@ -112,8 +113,10 @@ class Service:
             self.auth_failures += 1
             raise Rejected(401, "admin credential missing or wrong")
 
-    def check_party(self, request: Request, job: Job, body: bytes) -> int:
-        """The enrolled party that signed ``request`` (its id), or Rejected."""
+    def check_party(self, request: Request, job: Job, body: bytes, stage: bool = False) -> int:
+        """The enrolled party that signed ``request`` (its id), or Rejected. Its nonce is
+        recorded at once, or with ``stage`` in the request's own transaction (the caller then
+        calls ``settle`` before its first await)."""
         h = request.headers
         name, ts, nonce, sig = (
             h.get(k, "") for k in (auth.H_PARTY, auth.H_TIME, auth.H_NONCE, auth.H_SIG)
@@ -137,14 +140,25 @@ class Service:
             self.auth_failures += 1
             raise Rejected(401, f"request timestamp outside the {auth.WINDOW_S:.0f} s window")
         key = f"{job.id}/{name}"
-        try:
-            with self.store.tx() as db:
-                db.execute("DELETE FROM nonces WHERE ts < ?", (now - 2 * auth.WINDOW_S,))
-                db.execute("INSERT INTO nonces VALUES (?,?,?)", (key, nonce, now))
-        except sqlite3.IntegrityError:
+        seen = self.store.db.execute(
+            "SELECT 1 FROM nonces WHERE party_key=? AND nonce=?", (key, nonce)
+        ).fetchone()
+        if seen is not None or (key, nonce) in self._nonces:
             self.auth_failures += 1
-            raise Rejected(401, "replayed request: nonce already used") from None
+            raise Rejected(401, "replayed request: nonce already used")
+        # recorded with the request's own transaction (or alone, by ``settle``)
+        self._nonces.add((key, nonce))
+        self.store.stage("INSERT INTO nonces VALUES (?,?,?)", (key, nonce, now))
+        if not stage:
+            self.settle()
         return int(row["id"])
+
+    def settle(self) -> None:
+        """Commit what a request staged (its nonce) if its own transaction did not."""
+        try:
+            self.store.flush()
+        finally:
+            self._nonces.clear()
 
 
 async def read_body(request: Request, limit: int, content_type: str) -> bytes:
@@ -178,9 +192,14 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
     service = Service(root, factory, clock)
 
     async def ticker() -> None:
+        last_purge = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             now = service.clock()
+            if now - last_purge > 10.0:
+                with service.store.tx() as db:
+                    db.execute("DELETE FROM nonces WHERE ts < ?", (now - 2 * auth.WINDOW_S,))
+                last_purge = now
             for job_id, job in list(service.jobs.items()):
                 try:
                     before = (job.current_version(), job.status)
@@ -313,26 +332,30 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
     async def work(job_id: str, request: Request) -> dict[str, Any]:
         job = service.job(job_id)
         body = await read_body(request, JSON_LIMIT, "application/json")
-        party = service.check_party(request, job, body)
+        party = service.check_party(request, job, body, stage=True)
         try:
-            req = WorkRequest.model_validate_json(body)
-        except ValueError as exc:
-            raise Rejected(422, f"work request: {exc}") from None
-        job.set_samples(party, req.samples)
-        deadline = service.clock() + req.wait_s
-        while True:
-            event = service.event(job_id)
-            before = job.current_version()
-            task = job.work(party, service.clock())
-            if job.current_version() != before or task is not None:
-                service.changed(job_id)
-            if task is not None:
-                return task
-            left = deadline - service.clock()
-            if left <= 0:
-                return {"wait": True}
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
+            try:
+                req = WorkRequest.model_validate_json(body)
+            except ValueError as exc:
+                raise Rejected(422, f"work request: {exc}") from None
+            job.set_samples(party, req.samples)
+            deadline = service.clock() + req.wait_s
+            while True:
+                event = service.event(job_id)
+                before = job.current_version()
+                task = job.work(party, service.clock())  # a task's commit takes the nonce along
+                service.settle()  # before the first await
+                if job.current_version() != before or task is not None:
+                    service.changed(job_id)
+                if task is not None:
+                    return task
+                left = deadline - service.clock()
+                if left <= 0:
+                    return {"wait": True}
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
+        finally:
+            service.settle()
 
     @app.get("/v1/jobs/{job_id}/versions/{version}")
     async def version(job_id: str, version: int, request: Request) -> Response:
@@ -346,13 +369,17 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", key):
             raise Rejected(422, "update key: 1-100 characters of A-Z a-z 0-9 _ . -")
         body = await read_body(request, job.bp.layout.max_bytes, "application/octet-stream")
-        party = service.check_party(request, job, body)
+        party = service.check_party(request, job, body, stage=True)
         try:
             answer = job.upload(party, key, body, service.clock())
         except Rejected as exc:
             if exc.status != 404:
                 job.count_rejection(exc.code)
             raise
+        finally:
+            service.settle()
+        if answer.get("duplicate") and "next" in answer:  # the stored one may be stale
+            answer["next"] = job.work(party, service.clock())
         service.changed(job_id)
         return answer
 

@@ -692,6 +692,15 @@ class AsyncJob(Job):
         t = self._open_task(party)
         if t is not None:
             return self._task_json(t)
+        try:
+            with self.store.tx():
+                return self._start(party, now)
+        except BaseException:
+            self.load()
+            raise
+
+    def _start(self, party: int, now: float) -> dict[str, Any] | None:
+        """Inside a transaction: a new task for ``party`` if a training slot is free."""
         db = self.store.db
         training = db.execute(
             "SELECT COUNT(*) FROM tasks WHERE job=? AND open=1", (self.id,)
@@ -705,21 +714,22 @@ class AsyncJob(Job):
         )
         job = self.alg.start(self.state, party, dispatch)
         task_id = f"a{dispatch}-p{party}"
-        try:
-            with self.store.tx():
-                db.execute(
-                    "INSERT INTO tasks VALUES (?,?,?,?,?,?,NULL,?,1)",
-                    (self.id, task_id, party, job.base_version, dispatch, job.epochs, now),
-                )
-                db.execute(
-                    "UPDATE parties SET dispatches = dispatches + 1, next_epochs=? "
-                    "WHERE job=? AND id=?",
-                    (job.epochs, self.id, party),
-                )
-        except BaseException:
-            self.load()
-            raise
-        return self._task_json(self._open_task(party))
+        db.execute(
+            "INSERT INTO tasks VALUES (?,?,?,?,?,?,NULL,?,1)",
+            (self.id, task_id, party, job.base_version, dispatch, job.epochs, now),
+        )
+        db.execute(
+            "UPDATE parties SET dispatches = dispatches + 1, next_epochs=? WHERE job=? AND id=?",
+            (job.epochs, self.id, party),
+        )
+        return {
+            "task": task_id,
+            "round": None,
+            "base_version": job.base_version,
+            "dispatch": dispatch,
+            "epochs": job.epochs,
+            "deadline": None,
+        }
 
     def admit(self, party: int, env: Envelope, vector: torch.Tensor) -> Update:
         t = self._open_task(party)
@@ -751,7 +761,7 @@ class AsyncJob(Job):
             )
         status = "buffered" if outcome.version is None else "applied"
         self.insert_update(party, key, env, sha, now, status, None, outcome.weight)
-        db.execute("UPDATE tasks SET open=0 WHERE job=? AND id=?", (self.id, env.task))
+        db.execute("DELETE FROM tasks WHERE job=? AND id=?", (self.id, env.task))
         if self.alg.epochs is not None:
             db.execute(
                 "UPDATE parties SET next_epochs=? WHERE job=? AND id=?", (k_next, self.id, party)
@@ -772,6 +782,8 @@ class AsyncJob(Job):
             "weight": outcome.weight,
             "staleness": None if staleness is None else staleness.versions,
             "next_epochs": k_next if self.alg.epochs is not None else None,
+            # the party's next task rides along (one request and one commit instead of two)
+            "next": self._start(party, now) if self.status == "running" else {"done": True},
         }
         return answer, freed
 
@@ -792,7 +804,7 @@ class AsyncJob(Job):
         try:
             with self.store.tx():
                 for t in stale:
-                    db.execute("UPDATE tasks SET open=0 WHERE job=? AND id=?", (self.id, t["id"]))
+                    db.execute("DELETE FROM tasks WHERE job=? AND id=?", (self.id, t["id"]))
                     self.alg.finish(self.state, int(t["base_version"]))
                 keep = self._referenced() | {self.state.version}
                 rows = db.execute(

@@ -139,11 +139,14 @@ class Party:
                 timeout_s=self.wait_s + 30.0,
             )
         )
-        data = r.json()
+        return self._task(r.json())
+
+    @staticmethod
+    def _task(data: dict[str, Any] | None) -> WorkTask | bool | None:
+        if not data or data.get("wait"):
+            return None
         if data.get("done"):
             return False
-        if data.get("wait"):
-            return None
         return WorkTask(
             str(data["task"]),
             int(data["base_version"]),
@@ -187,13 +190,16 @@ class Party:
     ) -> PartyStats:
         """Work until the job is over, ``max_tasks`` trainings, or ``stop()`` says so."""
         stats = PartyStats()
+        task: WorkTask | bool | None = None
         while (max_tasks is None or stats.tasks < max_tasks) and not (stop and stop()):
-            task = self.ask()
+            if task is None:
+                task = self.ask()
             if task is False:
                 break
             if task is None or task is True:
                 continue
             self.step(task, stats)
+            task = self._task(stats.answers[-1].get("next"))  # async: the next task came along
         return stats
 
     def close(self) -> None:

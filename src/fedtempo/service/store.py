@@ -68,6 +68,10 @@ MIGRATIONS: list[str] = [
     CREATE TABLE nonces (party_key TEXT NOT NULL, nonce TEXT NOT NULL, ts REAL NOT NULL,
         PRIMARY KEY (party_key, nonce));
     CREATE INDEX nonces_ts ON nonces (ts);
+    CREATE INDEX updates_status ON updates (job, status);
+    CREATE INDEX updates_sha ON updates (sha);
+    CREATE INDEX versions_sha ON versions (sha);
+    CREATE INDEX tasks_party ON tasks (job, party, open);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -107,6 +111,7 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self._staged: list[tuple[str, tuple[object, ...]]] = []
         self._migrate()
 
     def _migrate(self) -> None:
@@ -140,11 +145,25 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def stage(self, sql: str, params: tuple[object, ...]) -> None:
+        """A write that rides along with the next transaction (one commit, one fsync, instead
+        of two); ``flush`` commits it alone if no transaction follows."""
+        self._staged.append((sql, params))
+
+    def flush(self) -> None:
+        if self._staged:
+            with self.tx():
+                pass
+
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE): all of it commits, or none."""
+        """One write transaction (BEGIN IMMEDIATE), staged writes first: all of it commits,
+        or none (the staged writes are then dropped too)."""
+        staged, self._staged = self._staged, []
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            for sql, params in staged:
+                self.db.execute(sql, params)
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -192,9 +211,14 @@ class Store:
 
     def delete_blobs(self, shas: set[str]) -> None:
         """Remove blobs no row references any more (called after the commit that freed them)."""
-        keep = self.referenced_blobs()
-        for sha in shas - keep:
-            self.blob_path(sha).unlink(missing_ok=True)
+        for sha in shas:
+            used = self.db.execute(
+                "SELECT 1 FROM versions WHERE sha=? UNION ALL "
+                "SELECT 1 FROM updates WHERE sha=? AND status='buffered' LIMIT 1",
+                (sha, sha),
+            ).fetchone()
+            if used is None:
+                self.blob_path(sha).unlink(missing_ok=True)
 
     def collect_garbage(self) -> int:
         """Remove temporary files and blobs no row references (left by a crash); returns how
