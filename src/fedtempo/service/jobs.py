@@ -40,6 +40,7 @@ from fedtempo.service.store import Store, failpoint
 from fedtempo.system.availability import Availability
 
 POLL_FRESH_S = 60.0  # a party that asked for work this recently counts as waiting (online)
+IDLE_FRESH_S = 35.0  # an idle party is dispatched to only if it asked this recently
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ class Job:
     def __init__(self, job_id: str, store: Store, blueprint: Blueprint) -> None:
         self.id, self.store, self.bp = job_id, store, blueprint
         self.s = blueprint.settings
-        self.waiting: dict[int, float] = {}  # party id -> when it last asked for work
+        self.waiting: dict[int, float] = {}  # party id -> when it last asked for work, idle
+        self.seen: dict[int, float] = {}  # party id -> its last request (online if recent)
         self.load()
 
     # ---- durable state ----------------------------------------------------------------------
@@ -347,7 +349,7 @@ class Job:
             for x in db.execute("SELECT reason, count FROM rejections WHERE job=?", (self.id,))
         }
         enrolled = db.execute("SELECT COUNT(*) FROM parties WHERE job=?", (self.id,)).fetchone()[0]
-        online = sum(1 for t in self.waiting.values() if now - t <= POLL_FRESH_S)
+        online = sum(1 for t in self.seen.values() if now - t <= POLL_FRESH_S)
         training = db.execute(
             "SELECT COUNT(*) FROM tasks WHERE job=? AND open=1", (self.id,)
         ).fetchone()[0]
@@ -456,6 +458,7 @@ class RoundsJob(Job):
         }
 
     def work(self, party: int, now: float) -> dict[str, Any] | None:
+        self.seen[party] = now
         if self.status != "running":
             return {"done": True}
         r = self.open
@@ -686,18 +689,44 @@ class AsyncJob(Job):
         }
 
     def work(self, party: int, now: float) -> dict[str, Any] | None:
+        self.seen[party] = now
         if self.status != "running":
             return {"done": True}
-        self.waiting[party] = now
         t = self._open_task(party)
         if t is not None:
+            self.waiting.pop(party, None)
             return self._task_json(t)
         try:
             with self.store.tx():
-                return self._start(party, now)
+                task = self._start(party, now)
         except BaseException:
             self.load()
             raise
+        if task is None:
+            self.waiting[party] = now
+        else:
+            self.waiting.pop(party, None)
+        return task
+
+    def _next_after_upload(self, party: int, now: float) -> dict[str, Any] | None:
+        """Inside the upload's transaction: the freed slot goes, as in the simulator, to a
+        random idle party among those asking for work and the uploader (the stream
+        ("service-dispatch", n) for the n-th upload); the uploader's next task, if it won."""
+        if self.status != "running":
+            return {"done": True}
+        idle = {p for p, t in self.waiting.items() if now - t <= IDLE_FRESH_S and p != party}
+        candidates = sorted(idle | {party})
+        chosen = party
+        if len(candidates) > 1:
+            n = int(self.row()["received"])
+            rng = Streams(self.s.seed).numpy("service-dispatch", n)
+            chosen = candidates[int(rng.integers(len(candidates)))]
+        task = self._start(chosen, now)
+        if chosen != party:
+            if task is not None:
+                self.waiting.pop(chosen, None)  # its long-poll finds the task
+            return None
+        return task
 
     def _start(self, party: int, now: float) -> dict[str, Any] | None:
         """Inside a transaction: a new task for ``party`` if a training slot is free."""
@@ -783,7 +812,7 @@ class AsyncJob(Job):
             "staleness": None if staleness is None else staleness.versions,
             "next_epochs": k_next if self.alg.epochs is not None else None,
             # the party's next task rides along (one request and one commit instead of two)
-            "next": self._start(party, now) if self.status == "running" else {"done": True},
+            "next": self._next_after_upload(party, now),
         }
         return answer, freed
 
