@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,14 @@ def tiny_spec(server: dict[str, Any], **job: Any) -> dict[str, Any]:
 class InProcess:
     """The ASGI app in this process (its ticker runs) with an admin client."""
 
-    def __init__(self, root: Path) -> None:
-        self.app = create_app(root, blueprint)
+    def __init__(
+        self, root: Path, clock: Callable[[], float] = time.time, token: str | None = None
+    ) -> None:
+        self.app = create_app(root, blueprint, clock)
         self.client = TestClient(self.app, base_url=BASE)
         self.client.__enter__()
         self.service = self.app.state.service
-        self.token = self.service.new_admin_token
+        self.token = self.service.new_admin_token or token
 
     def admin(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"}

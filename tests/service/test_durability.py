@@ -131,7 +131,7 @@ def test_a_kill_at_each_failpoint_is_survived(tmp_path: Path, point: str) -> Non
     answer: dict[str, object] = {}
     t = threading.Thread(
         target=lambda: answer.update(
-            zip(("status", "body"), p.upload(task, p.train(task, torch.zeros(15))))
+            zip(("status", "body"), p.upload(task, p.train(task, torch.zeros(15))), strict=True)
         )
     )
     t.start()
