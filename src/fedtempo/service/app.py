@@ -30,13 +30,20 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from fedtempo.service import auth, wire
-from fedtempo.service.jobs import Job, JobFactory, Rejected, make_job
+from fedtempo.service.asyncjob import AsyncJob
+from fedtempo.service.jobs import Blueprint, Job, JobFactory, Rejected
+from fedtempo.service.rounds import RoundsJob
 from fedtempo.service.store import Store, StoreError
 
 log = logging.getLogger("fedtempo.service")
 JSON_LIMIT = 1 << 20  # bytes of a control request's JSON body
 TICK_S = 0.2  # how often deadlines and leases are checked
 MAX_WAIT_S = 30.0  # the longest a long-poll is held
+
+
+def make_job(job_id: str, store: Store, blueprint: Blueprint) -> Job:
+    kind = RoundsJob if blueprint.settings.kind == "rounds" else AsyncJob
+    return kind(job_id, store, blueprint)
 
 
 class JobRequest(BaseModel):

@@ -1,0 +1,275 @@
+"""Synchronous rounds of a ``RoundAlgorithm`` (FedAvg, FedProx) on the wall clock."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedtempo.algorithms.protocol import (
+    ClientResult,
+    ModelState,
+    RoundAlgorithm,
+    RoundOutcome,
+    RoundPlan,
+)
+from fedtempo.client.local import Update
+from fedtempo.rng import Streams
+from fedtempo.service import wire
+from fedtempo.service.jobs import (
+    POLL_FRESH_S,
+    Envelope,
+    Job,
+    Rejected,
+    ServiceView,
+)
+
+
+@dataclass
+class OpenRound:
+    number: int
+    cohort: tuple[int, ...]
+    dispatches: dict[int, int]
+    started: float
+    deadline: float | None
+    plan: RoundPlan
+    got: dict[int, tuple[Update, float]]
+
+    def task_id(self, party: int) -> str:
+        return f"r{self.number}-p{party}"
+
+
+class RoundsJob(Job):
+    """Synchronous rounds of a ``RoundAlgorithm`` on the wall clock."""
+
+    state: ModelState
+    open: OpenRound | None
+
+    def algorithm(self) -> RoundAlgorithm[ModelState]:
+        assert self.bp.rounds is not None
+        return self.bp.rounds(self.samples())
+
+    def load(self) -> None:
+        version = self.current_version()
+        self.state = ModelState(self.vector(version), version)
+        self.open = None
+        db = self.store.db
+        row = db.execute(
+            "SELECT * FROM rounds WHERE job=? AND status='open'", (self.id,)
+        ).fetchone()
+        if row is None:
+            return
+        info = json.loads(row["cohort"])
+        cohort = tuple(int(c) for c in info["cohort"])
+        dispatches = {int(k): int(v) for k, v in info["dispatches"].items()}
+        plan = self.algorithm().plan_round(
+            self.state, cohort, ServiceView(row["started"], dispatches)
+        )
+        got = {}
+        for u in db.execute(
+            "SELECT * FROM updates WHERE job=? AND round=? AND status='buffered'",
+            (self.id, row["number"]),
+        ):
+            vec = wire.parse(self.bp.layout, self.store.get_blob(u["sha"]))[0]
+            upd = Update(
+                int(u["party"]),
+                0,
+                int(u["base_version"]),
+                vec,
+                int(u["samples"]),
+                int(u["steps"]),
+                float(u["loss"]),
+            )
+            got[int(u["party"])] = (upd, float(u["received"]))
+        self.open = OpenRound(
+            int(row["number"]),
+            cohort,
+            dispatches,
+            float(row["started"]),
+            row["deadline"],
+            plan,
+            got,
+        )
+
+    def _task(self, r: OpenRound, party: int) -> dict[str, Any]:
+        job = next(p.job for p in r.plan.clients if p.client == party)
+        return {
+            "task": r.task_id(party),
+            "round": r.number,
+            "base_version": job.base_version,
+            "dispatch": job.dispatch,
+            "epochs": job.epochs,
+            "deadline": r.deadline,
+        }
+
+    def work(self, party: int, now: float) -> dict[str, Any] | None:
+        self.seen[party] = now
+        if self.status != "running":
+            return {"done": True}
+        r = self.open
+        if r is not None and party in r.cohort and party not in r.got:
+            return self._task(r, party)
+        self.waiting[party] = now
+        if r is None:
+            self._maybe_start(now)
+            r = self.open
+            if r is not None and party in r.cohort:
+                return self._task(r, party)
+        return None
+
+    def _maybe_start(self, now: float) -> None:
+        fresh = sorted(p for p, t in self.waiting.items() if now - t <= POLL_FRESH_S)
+        samples = self.samples()
+        need = self.s.clients_per_round or len(samples)  # None: every enrolled party
+        ready = [p for p in fresh if p < len(samples) and samples[p] > 0]
+        if not ready:
+            return
+        first = min(self.waiting[p] for p in ready)
+        if len(ready) < need and not (
+            len(ready) >= self.s.quorum and now - first >= self.s.gather_s
+        ):
+            return
+        row = self.row()
+        number = int(row["rounds_done"]) + int(row["rounds_failed"])
+        rng = Streams(self.s.seed).numpy("service-cohort", number)
+        size = min(need, len(ready))
+        cohort = tuple(sorted(int(c) for c in rng.choice(np.array(ready), size, replace=False)))
+        db = self.store.db
+        dispatches = {
+            c: int(
+                db.execute(
+                    "SELECT dispatches FROM parties WHERE job=? AND id=?", (self.id, c)
+                ).fetchone()[0]
+            )
+            for c in cohort
+        }
+        plan = self.algorithm().plan_round(self.state, cohort, ServiceView(now, dispatches))
+        deadline = now + self.s.deadline_s if self.s.deadline_s is not None else None
+        info = json.dumps({"cohort": list(cohort), "dispatches": dispatches})
+        with self.store.tx():
+            db.execute(
+                "INSERT INTO rounds VALUES (?,?,?,?,?, 'open', NULL)",
+                (self.id, number, info, now, deadline),
+            )
+            for c in cohort:
+                db.execute(
+                    "UPDATE parties SET dispatches = dispatches + 1 WHERE job=? AND id=?",
+                    (self.id, c),
+                )
+        self.open = OpenRound(number, cohort, dispatches, now, deadline, plan, {})
+        for c in cohort:
+            self.waiting.pop(c, None)
+
+    def admit(self, party: int, env: Envelope, vector: torch.Tensor) -> Update:
+        r = self.open
+        if r is None or env.task != r.task_id(party):
+            raise Rejected(409, f"late: task {env.task} is not part of an open round", "late")
+        if party in r.got:
+            raise Rejected(
+                409, f"round {r.number}: this party already uploaded", "already uploaded"
+            )
+        if env.base_version != self.state.version:
+            raise Rejected(409, f"unknown base version {env.base_version}", "unknown base version")
+        return Update(party, 0, env.base_version, vector, env.samples, env.steps, env.loss)
+
+    def apply(
+        self, party: int, key: str, env: Envelope, update: Update, sha: str, now: float
+    ) -> tuple[dict[str, Any], set[str]]:
+        r = self.open
+        assert r is not None
+        self.insert_update(party, key, env, sha, now, "buffered", r.number, None)
+        r.got[party] = (update, now)
+        answer: dict[str, Any] = {"status": "accepted", "round": r.number}
+        freed: set[str] = set()
+        if len(r.got) == len(r.cohort):
+            freed = self._close(now)
+            answer["version"] = self.state.version
+        return answer, freed
+
+    def _close(self, now: float) -> set[str]:
+        """Inside a transaction: aggregate the open round and publish the next version."""
+        r, db = self.open, self.store.db
+        assert r is not None
+        results = tuple(ClientResult(u, t - r.started, t) for _, (u, t) in sorted(r.got.items()))
+        self.state = self.algorithm().aggregate(self.state, RoundOutcome(r.plan, results))
+        freed = self.publish(self.state.version, self.state.params, set())
+        shas = db.execute(
+            "SELECT sha FROM updates WHERE job=? AND round=? AND status='buffered'",
+            (self.id, r.number),
+        ).fetchall()
+        freed |= {str(x[0]) for x in shas}
+        db.execute(
+            "UPDATE updates SET status='applied' WHERE job=? AND round=?", (self.id, r.number)
+        )
+        db.execute(
+            "UPDATE rounds SET status='closed', version=? WHERE job=? AND number=?",
+            (self.state.version, self.id, r.number),
+        )
+        db.execute(
+            "UPDATE jobs SET rounds_done = rounds_done + 1, accepted = accepted + ?, "
+            "received = received + ? WHERE id=?",
+            (len(results), len(results), self.id),
+        )
+        if int(self.row()["rounds_done"]) >= self.s.rounds:
+            self._finish_job(f"{self.s.rounds} rounds done")
+        self.open = None
+        return freed
+
+    def tick(self, now: float) -> None:
+        r = self.open
+        if r is None:
+            if self.status == "running" and self.waiting:
+                self._maybe_start(now)
+            return
+        if r.deadline is None or now < r.deadline:
+            return
+        try:
+            with self.store.tx() as db:
+                if len(r.got) >= self.s.quorum:
+                    freed = self._close(now)
+                else:  # the round fails: its updates are dropped, with their reason counted
+                    shas = db.execute(
+                        "SELECT sha FROM updates WHERE job=? AND round=? AND status='buffered'",
+                        (self.id, r.number),
+                    ).fetchall()
+                    freed = {str(x[0]) for x in shas}
+                    db.execute(
+                        "UPDATE updates SET status='rejected' WHERE job=? AND round=?",
+                        (self.id, r.number),
+                    )
+                    db.execute(
+                        "UPDATE rounds SET status='failed' WHERE job=? AND number=?",
+                        (self.id, r.number),
+                    )
+                    db.execute(
+                        "UPDATE jobs SET rounds_failed = rounds_failed + 1, "
+                        "received = received + ? WHERE id=?",
+                        (len(r.got), self.id),
+                    )
+                    if r.got:
+                        db.execute(
+                            "INSERT INTO rejections VALUES (?,?,?) ON CONFLICT(job, reason) "
+                            "DO UPDATE SET count = count + excluded.count",
+                            (self.id, "round failed: quorum not reached", len(r.got)),
+                        )
+                    self.open = None
+        except BaseException:
+            self.load()
+            raise
+        self.store.delete_blobs(freed)
+
+    def status_extra(self) -> dict[str, Any]:
+        r = self.open
+        if r is None:
+            return {"round": None}
+        return {
+            "round": {
+                "number": r.number,
+                "cohort": list(r.cohort),
+                "received": len(r.got),
+                "deadline": r.deadline,
+            }
+        }
