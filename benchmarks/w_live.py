@@ -215,9 +215,29 @@ def throughput(seconds: float, parties: int, tmp: Path) -> dict[str, float]:
     }
 
 
+TAIL = 0.2  # the share of the last model versions over which accuracy is averaged
+
+
+def sim_tail(out: Path) -> float:
+    """Mean test accuracy of the simulator's evaluations in the last TAIL of its versions."""
+    import csv
+
+    with open(out / "evaluations.csv", encoding="utf-8") as f:
+        rows = [(int(r["version"]), float(r["accuracy"])) for r in csv.DictReader(f)]
+    last = rows[-1][0]
+    return statistics.fmean(a for v, a in rows if v >= (1 - TAIL) * last)
+
+
 def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
-    """The config's final accuracy in the simulator and live (emulated parties)."""
+    """The config's accuracy in the simulator and live (emulated parties): the final model's,
+    and the mean over the last TAIL of the versions (the live model is sampled by the admin
+    once a second while the parties run): single final points of an asynchronous run swing
+    by several points with the last few updates."""
     import fedtempo
+    from fedtempo.experiment.build import load_data
+    from fedtempo.experiment.parts import test_evaluator
+    from fedtempo.models.profile import build_model
+    from fedtempo.rng import Streams
 
     if quick:  # 5 parties, a short run
         small = tmp / f"{config.stem}-quick.toml"
@@ -226,9 +246,20 @@ def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
             "[server]\nrounds = 5\nclients_per_round = 5\n"
         )
         config = small
-    sim = fedtempo.run(fedtempo.load_config(config), tmp / f"sim-{config.stem}")
+    cfg = fedtempo.load_config(config)
+    sim_out = tmp / f"sim-{config.stem}"
+    sim = fedtempo.run(cfg, sim_out)
+    bundle = load_data(cfg, Streams(cfg.seed))
+    model = build_model(
+        cfg.model.name,
+        bundle.train.input_shape,
+        bundle.train.num_classes,
+        Streams(cfg.seed).torch("init", 0),
+    )
+    evaluate, layout = test_evaluator(model, bundle), wire.Layout.of(model)
     srv = Server(tmp / f"state-{config.stem}")
     env = {**os.environ, "FEDTEMPO_SERVER": srv.url, "FEDTEMPO_ADMIN": srv.token}
+    samples: dict[int, float] = {}
     try:
         made = subprocess.run(
             [*CLI, "job", "create", str(config)],
@@ -238,8 +269,9 @@ def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
             check=True,
         )
         job = made.stdout.strip().splitlines()[-1]
+        admin = Admin(srv.url, srv.token)
         t0 = time.monotonic()
-        out = subprocess.run(
+        proc = subprocess.Popen(
             [
                 *CLI,
                 "emulate",
@@ -253,18 +285,32 @@ def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
             ],
             env=env,
             text=True,
-            capture_output=True,
-            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
+        while proc.poll() is None:
+            blob, version = admin.model(job)
+            if version not in samples:
+                samples[version] = evaluate(wire.parse(layout, blob)[0])[0]
+            time.sleep(1.0)
+        out = proc.stdout.read() if proc.stdout else ""
         wall = time.monotonic() - t0
+        blob, version = admin.model(job)
+        samples[version] = evaluate(wire.parse(layout, blob)[0])[0]
     finally:
         srv.stop()
-    found = re.search(r"test set: ([0-9.]+)", out.stdout)
+    found = re.search(r"test set: ([0-9.]+)", out)
     live = float(found.group(1)) if found else float("nan")
+    last = max(samples)
+    live_tail = statistics.fmean(a for v, a in samples.items() if v >= (1 - TAIL) * last)
+    tail = sim_tail(sim_out)
     return {
-        "sim": sim["final_accuracy"],
-        "live": live,
-        "diff_points": 100 * abs(live - sim["final_accuracy"]),
+        "sim_final": sim["final_accuracy"],
+        "live_final": live,
+        "final_diff_points": 100 * abs(live - sim["final_accuracy"]),
+        "sim_tail": tail,
+        "live_tail": live_tail,
+        "tail_diff_points": 100 * abs(live_tail - tail),
         "live_wall_s": wall,
     }
 
@@ -279,14 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         a = throughput(seconds, parties, tmp)
+        light = throughput(seconds / 3, max(parties // 5, 2), tmp / "light")
         configs = [ROOT / "configs" / "default.toml"]
         if not args.quick:
             configs.append(ROOT / "configs" / "default_asyncfeded.toml")
         b = {c.stem: fidelity(c, tmp, args.quick) for c in configs}
     figures: dict[str, float] = {f"a_{k}": float(v) for k, v in a.items()}
+    figures |= {f"a_light_{k}": float(v) for k, v in light.items()}
     for name, f in b.items():
         figures |= {f"b_{name}_{k}": float(v) for k, v in f.items()}
-    worst = max(f["diff_points"] for f in b.values())
+    worst = max(f["tail_diff_points"] for f in b.values())
     targets = {
         "accepted_updates_per_s": {
             "value": a["accepted_per_s"],
@@ -303,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
             "target": "< 3",
             "met": a["server_cpu_ms_per_update"] < 3,
         },
-        "live_vs_sim_accuracy_points": {"value": worst, "target": "<= 2", "met": worst <= 2},
+        "live_vs_sim_tail_accuracy_points": {
+            "value": worst,
+            "target": "<= 2",
+            "met": worst <= 2,
+        },
     }
     report("W-live", "W-live", figures, targets, args.quick)
     return 0

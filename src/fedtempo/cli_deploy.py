@@ -242,7 +242,12 @@ def client(
         raise _fail(exc) from None
     p = None
     if pace:
-        d, c, u, e = (float(v) for v in pace.split(","))
+        try:
+            d, c, u, e = (float(v) for v in pace.split(","))
+        except ValueError:
+            raise _fail(
+                f"--pace: four numbers download,compute,upload,epochs, got {pace!r}"
+            ) from None
         p = Pace(d, c, u, int(e))
     agent = Party(cred, lambda t, s: train(t, s), len(y), ca=ca, pace=p)
     try:
