@@ -20,6 +20,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from fedtempo.params import is_finite
+
 MAX_HEADER = 1 << 20  # bytes of safetensors JSON header we are willing to parse
 DTYPES = {"F32": 4}  # the allow-list: models are float32 vectors (fedtempo.params)
 
@@ -153,6 +155,6 @@ def parse(layout: Layout, body: bytes) -> tuple[torch.Tensor, dict[str, str]]:
     except Exception as exc:  # the library's own checks, after ours
         raise WireError("malformed payload", f"malformed safetensors: {exc}") from None
     vector = torch.cat([tensors[n].reshape(-1) for n, _ in layout.tensors])
-    if not bool(torch.isfinite(vector).all()):
+    if not is_finite(vector):
         raise WireError("non-finite values", "non-finite values (NaN or Inf)")
     return vector, dict(meta)
