@@ -88,6 +88,9 @@ class AsyncJob(Job):
         if t is not None:
             self.waiting.pop(party, None)
             return self._task_json(t)
+        if not self._slot_free():  # no transaction for a party that keeps waiting
+            self.waiting[party] = now
+            return None
         try:
             with self.store.tx():
                 task = self._start(party, now)
@@ -120,13 +123,16 @@ class AsyncJob(Job):
             return None
         return task
 
+    def _slot_free(self) -> bool:
+        training = self.store.db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE job=? AND open=1", (self.id,)
+        ).fetchone()[0]
+        return int(training) < self.s.concurrency
+
     def _start(self, party: int, now: float) -> dict[str, Any] | None:
         """Inside a transaction: a new task for ``party`` if a training slot is free."""
         db = self.store.db
-        training = db.execute(
-            "SELECT COUNT(*) FROM tasks WHERE job=? AND open=1", (self.id,)
-        ).fetchone()[0]
-        if training >= self.s.concurrency:
+        if not self._slot_free():
             return None
         dispatch = int(
             db.execute(
