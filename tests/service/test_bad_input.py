@@ -217,6 +217,15 @@ def test_transport_level_refusals(setup) -> None:  # type: ignore[no-untyped-def
         headers=svc.admin(),
     )
     assert bad_spec.status_code == 422 and "job spec" in bad_spec.json()["error"]
+    huge = {
+        "name": "x",
+        "model": {"name": "logreg"},
+        "server": {"algorithm": "fedavg"},
+        "input_shape": [2048, 2048],
+        "num_classes": 100,
+    }
+    too_big = svc.client.post("/v1/jobs", json={"name": "x", "spec": huge}, headers=svc.admin())
+    assert too_big.status_code == 422 and "parameters" in too_big.json()["error"]
     not_json = svc.client.post(
         "/v1/jobs", content=b"{", headers={**svc.admin(), "content-type": "application/json"}
     )

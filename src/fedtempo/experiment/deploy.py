@@ -31,6 +31,7 @@ from fedtempo.experiment.parts import load_data, make_partition
 from fedtempo.experiment.population import build_population
 from fedtempo.experiment.servers import AsyncConfig, AsyncFedEDServer, FedAvgServer
 from fedtempo.models.profile import build_model, profile_model
+from fedtempo.models.zoo import MODELS
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.service.jobs import Blueprint, JobSettings
@@ -39,6 +40,7 @@ from fedtempo.service.wire import Layout
 
 SERVICE_ALGORITHMS = ("fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded")
 SPEC_KEYS = ("name", "seed", "model", "train", "server", "job")
+MAX_PARAMETERS = 1 << 28  # 1 GiB of float32 per model version: what one job may ask of the server
 
 
 def job_spec(config: ExperimentConfig) -> dict[str, Any]:
@@ -83,6 +85,13 @@ def _model_and_spec(spec: Mapping[str, Any]) -> tuple[ExperimentConfig, torch.nn
     config = _config(spec)
     shape, classes = _shape(spec)
     try:
+        with torch.device("meta"):  # the size first, without allocating anything
+            size = sum(p.numel() for p in MODELS[config.model.name](shape, classes).parameters())
+        if size > MAX_PARAMETERS:
+            raise ValueError(
+                f"model: {config.model.name} on input {list(shape)} with {classes} classes has "
+                f"{size:,} parameters, over the service's limit of {MAX_PARAMETERS:,}"
+            )
         model = build_model(
             config.model.name, shape, classes, Streams(config.seed).torch("init", 0)
         )
