@@ -336,7 +336,7 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
         }
 
     @app.post("/v1/jobs/{job_id}/work")
-    async def work(job_id: str, request: Request) -> dict[str, Any]:
+    async def work(job_id: str, request: Request) -> JSONResponse:
         job = service.job(job_id)
         body = await read_body(request, JSON_LIMIT, "application/json")
         party = service.check_party(request, job, body, stage=True)
@@ -355,10 +355,10 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
                 if job.current_version() != before or task is not None:
                     service.changed(job_id)
                 if task is not None:
-                    return task
+                    return JSONResponse(task)  # hot paths answer directly (no re-encoding)
                 left = deadline - service.clock()
                 if left <= 0:
-                    return {"wait": True}
+                    return JSONResponse({"wait": True})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
         finally:
@@ -371,7 +371,7 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
         return Response(job.version_blob(version), media_type="application/octet-stream")
 
     @app.put("/v1/jobs/{job_id}/updates/{key}")
-    async def upload(job_id: str, key: str, request: Request) -> dict[str, Any]:
+    async def upload(job_id: str, key: str, request: Request) -> JSONResponse:
         job = service.job(job_id)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", key):
             raise Rejected(422, "update key: 1-100 characters of A-Z a-z 0-9 _ . -")
@@ -388,6 +388,6 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
         if answer.get("duplicate") and "next" in answer:  # the stored one may be stale
             answer["next"] = job.work(party, service.clock())
         service.changed(job_id)
-        return answer
+        return JSONResponse(answer)
 
     return app
