@@ -149,3 +149,30 @@ def test_asyncfeded_in_the_service_equals_the_rule_and_returns_its_k(tmp_path: P
     assert torch.equal(restored.state.params, st.params)  # type: ignore[attr-defined]
     assert restored.state.local_epochs == st.local_epochs  # type: ignore[attr-defined]
     again.close()
+
+
+def test_two_jobs_in_one_service_stay_apart(tmp_path: Path) -> None:
+    svc = InProcess(tmp_path / "state")
+    server = {
+        "algorithm": "fedbuff",
+        "concurrency": 3,
+        "max_updates": 100,
+        "fedbuff": {"buffer_size": 2, "staleness_weight": True},
+    }
+    specs = {
+        size: tiny_spec({**server, "fedbuff": {"buffer_size": size, "staleness_weight": True}})
+        for size in (2, 1)
+    }
+    a, b = svc.create(specs[2]), svc.create(specs[1])
+    other = {k: v + 100 for k, v in SEEDS.items()}
+    _async_script(svc, a, SEEDS)
+    _async_script(svc, b, other)  # same party names, another job
+    for job, seeds, size in ((a, SEEDS, 2), (b, other, 1)):
+        spec = specs[size]
+        rule = async_rule(FedBuffServer.model_validate(spec["server"]))
+        st, _ = _direct(AsyncAlgorithm(rule), blueprint(spec).initial, seeds)
+        assert torch.equal(_model(svc, job), st.params)
+    status = svc.client.get("/v1/jobs", headers=svc.admin()).json()["jobs"]
+    assert [j["updates"]["accepted"] for j in status] == [4, 4]
+    assert [j["version"] for j in status] == [2, 4]
+    svc.close()
