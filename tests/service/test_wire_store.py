@@ -84,3 +84,26 @@ def test_credential_files_are_private_and_round_trip(tmp_path: Path) -> None:
     sig = key.sign(msg)
     assert auth.verify(auth.public_key_bytes(key), sig, msg)
     assert not auth.verify(auth.public_key_bytes(key), sig, msg + b"x")
+
+
+def test_a_job_that_no_longer_builds_does_not_take_the_others_down(tmp_path: Path) -> None:
+    import json
+
+    from tests.service.helpers import InProcess, tiny_spec
+
+    svc = InProcess(tmp_path / "s")
+    good = svc.create(tiny_spec({"algorithm": "fedavg", "rounds": 1, "clients_per_round": 1}))
+    bad = svc.create(tiny_spec({"algorithm": "fedavg", "rounds": 1, "clients_per_round": 1}))
+    token = svc.token
+    svc.close()
+    db = sqlite3.connect(tmp_path / "s" / "ledger.sqlite")
+    spec = json.loads(db.execute("SELECT spec FROM jobs WHERE id=?", (bad,)).fetchone()[0])
+    spec["model"]["name"] = "gone"  # as if the model zoo had changed
+    db.execute("UPDATE jobs SET spec=? WHERE id=?", (json.dumps(spec), bad))
+    db.commit()
+    db.close()
+    again = InProcess(tmp_path / "s", token=token)
+    assert again.client.get(f"/v1/jobs/{good}", headers=again.admin()).status_code == 200
+    r = again.client.get(f"/v1/jobs/{bad}", headers=again.admin())
+    assert r.status_code == 409 and "cannot be loaded" in r.json()["error"]
+    again.close()

@@ -74,8 +74,17 @@ class Service:
                 db.execute("INSERT INTO meta VALUES ('admin_hash', ?)", (auth.token_hash(token),))
             self.new_admin_token = token
         self.jobs: dict[str, Job] = {}
+        self.broken: dict[str, str] = {}  # jobs this fedtempo cannot load, with the reason
         for row in self.store.db.execute("SELECT id, spec FROM jobs").fetchall():
-            self.jobs[row["id"]] = make_job(row["id"], self.store, factory(json.loads(row["spec"])))
+            try:
+                bp = factory(json.loads(row["spec"]))
+            except (ValueError, TypeError, KeyError) as exc:
+                # one job that no longer builds (a changed model zoo, say) must not take the
+                # other jobs down: it is refused with its reason, its state left untouched
+                self.broken[row["id"]] = str(exc)
+                log.warning("job %s cannot be loaded: %s", row["id"], exc)
+                continue
+            self.jobs[row["id"]] = make_job(row["id"], self.store, bp)
         self._changed: dict[str, asyncio.Event] = {}
         self._nonces: set[tuple[str, str]] = set()  # staged, not yet committed
         self.auth_failures = 0
@@ -89,6 +98,8 @@ class Service:
         return self._changed.setdefault(job_id, asyncio.Event())
 
     def job(self, job_id: str) -> Job:
+        if job_id in self.broken:
+            raise Rejected(409, f"job {job_id} cannot be loaded: {self.broken[job_id]}")
         if job_id not in self.jobs:
             raise Rejected(404, f"no job {job_id!r}")
         return self.jobs[job_id]
