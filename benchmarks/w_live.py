@@ -234,10 +234,7 @@ def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
     once a second while the parties run): single final points of an asynchronous run swing
     by several points with the last few updates."""
     import fedtempo
-    from fedtempo.experiment.build import load_data
-    from fedtempo.experiment.parts import test_evaluator
-    from fedtempo.models.profile import build_model
-    from fedtempo.rng import Streams
+    from fedtempo.experiment.deploy import model_accuracy
 
     if quick:  # 5 parties, a short run
         small = tmp / f"{config.stem}-quick.toml"
@@ -249,14 +246,7 @@ def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
     cfg = fedtempo.load_config(config)
     sim_out = tmp / f"sim-{config.stem}"
     sim = fedtempo.run(cfg, sim_out)
-    bundle = load_data(cfg, Streams(cfg.seed))
-    model = build_model(
-        cfg.model.name,
-        bundle.train.input_shape,
-        bundle.train.num_classes,
-        Streams(cfg.seed).torch("init", 0),
-    )
-    evaluate, layout = test_evaluator(model, bundle), wire.Layout.of(model)
+    accuracy = model_accuracy(cfg)
     srv = Server(tmp / f"state-{config.stem}")
     env = {**os.environ, "FEDTEMPO_SERVER": srv.url, "FEDTEMPO_ADMIN": srv.token}
     samples: dict[int, float] = {}
@@ -291,12 +281,12 @@ def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
         while proc.poll() is None:
             blob, version = admin.model(job)
             if version not in samples:
-                samples[version] = evaluate(wire.parse(layout, blob)[0])[0]
+                samples[version] = accuracy(blob)
             time.sleep(1.0)
         out = proc.stdout.read() if proc.stdout else ""
         wall = time.monotonic() - t0
         blob, version = admin.model(job)
-        samples[version] = evaluate(wire.parse(layout, blob)[0])[0]
+        samples[version] = accuracy(blob)
     finally:
         srv.stop()
     found = re.search(r"test set: ([0-9.]+)", out)

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedtempo import cli_deploy
+from fedtempo.cli_common import SetOption, console, err_console
+from fedtempo.cli_common import fail as _fail
 from fedtempo.errors import FedTempoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__)
@@ -24,18 +25,6 @@ app.add_typer(cli_deploy.job_app, name="job")
 app.command("serve")(cli_deploy.serve)
 app.command("client")(cli_deploy.client)
 app.command("emulate")(cli_deploy.emulate)
-console = Console()
-err_console = Console(stderr=True)
-
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value: key.path=value (repeatable)."),
-]
-
-
-def _fail(exc: FedTempoError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _run_one(config_path: Path | None, out: Path | None, overrides: list[str]) -> dict[str, Any]:

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from fedtempo.cli_common import SetOption, console, err_console
+from fedtempo.cli_common import fail as _fail
 from fedtempo.errors import FedTempoError
 
 job_app = typer.Typer(help="Jobs on a fedtempo service (admin credential).")
-console = Console()
-err_console = Console(stderr=True)
 
 ServerOpt = Annotated[str, typer.Option("--server", envvar="FEDTEMPO_SERVER", help="Service URL.")]
 AdminOpt = Annotated[
@@ -33,15 +32,6 @@ CaOpt = Annotated[
     Path | None,
     typer.Option("--ca", envvar="FEDTEMPO_CA", help="CA/certificate to trust (self-signed TLS)."),
 ]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value: key.path=value (repeatable)."),
-]
-
-
-def _fail(message: object) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _token(admin: str) -> str:
@@ -329,19 +319,7 @@ def emulate(
 
 def _accuracy(cfg: Any, adm: Any, job: str) -> float:
     """The job's current model on ``cfg``'s test set."""
-    from fedtempo.experiment.build import load_data
-    from fedtempo.experiment.parts import test_evaluator
-    from fedtempo.models.profile import build_model
-    from fedtempo.rng import Streams
-    from fedtempo.service.wire import Layout, parse
+    from fedtempo.experiment.deploy import model_accuracy
 
-    bundle = load_data(cfg, Streams(cfg.seed))
-    model = build_model(
-        cfg.model.name,
-        bundle.train.input_shape,
-        bundle.train.num_classes,
-        Streams(cfg.seed).torch("init", 0),
-    )
     blob, _ = _call(adm.model, job)
-    vector, _ = parse(Layout.of(model), blob)
-    return test_evaluator(model, bundle)(vector)[0]
+    return model_accuracy(cfg)(blob)

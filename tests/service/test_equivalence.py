@@ -101,17 +101,18 @@ def _direct(algorithm: AsyncAlgorithm, initial: torch.Tensor, seeds: dict[str, i
     return st, ks
 
 
+FEDBUFF = {
+    "algorithm": "fedbuff",
+    "concurrency": 3,
+    "max_updates": 100,
+    "fedbuff": {"buffer_size": 2, "staleness_weight": True},
+}
 SEEDS = {"a0-p0": 10, "a0-p1": 11, "a0-p2": 12, "a1-p0": 13}
 
 
 def test_fedbuff_in_the_service_equals_the_rule_applied_directly(tmp_path: Path) -> None:
     svc = InProcess(tmp_path / "state")
-    server = {
-        "algorithm": "fedbuff",
-        "concurrency": 3,
-        "max_updates": 100,
-        "fedbuff": {"buffer_size": 2, "staleness_weight": True},
-    }
+    server = FEDBUFF
     job = svc.create(tiny_spec(server))
     answers = _async_script(svc, job, SEEDS)
     assert [a["status"] for a in answers] == ["buffered", "applied", "buffered", "applied"]
@@ -153,12 +154,7 @@ def test_asyncfeded_in_the_service_equals_the_rule_and_returns_its_k(tmp_path: P
 
 def test_two_jobs_in_one_service_stay_apart(tmp_path: Path) -> None:
     svc = InProcess(tmp_path / "state")
-    server = {
-        "algorithm": "fedbuff",
-        "concurrency": 3,
-        "max_updates": 100,
-        "fedbuff": {"buffer_size": 2, "staleness_weight": True},
-    }
+    server = FEDBUFF
     specs = {
         size: tiny_spec({**server, "fedbuff": {"buffer_size": size, "staleness_weight": True}})
         for size in (2, 1)

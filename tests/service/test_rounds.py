@@ -31,12 +31,17 @@ def _round_job(svc: InProcess, quorum: int) -> tuple[str, list]:  # type: ignore
     return job, [svc.party(svc.enroll(job, f"p{i}"), deltas, 4) for i in range(3)]
 
 
+def _ask_all(parties: list) -> list:  # type: ignore[type-arg]
+    """Every party asks; those asked before the cohort was complete ask once more."""
+    first = [p.ask() for p in parties]
+    return [p.ask() if t is None else t for p, t in zip(parties, first, strict=True)]
+
+
 def test_deadline_with_quorum_closes_the_round_and_late_updates_are_refused(tmp_path: Path) -> None:
     clock = Clock()
     svc = InProcess(tmp_path / "state", clock)
     job, parties = _round_job(svc, quorum=2)
-    tasks = [p.ask() for p in parties]
-    tasks = [p.ask() if t is None else t for p, t in zip(parties, tasks, strict=True)]
+    tasks = _ask_all(parties)
     assert all(isinstance(t, WorkTask) and t.round == 0 for t in tasks)
     for p, t in zip(parties[:2], tasks[:2], strict=True):
         p.step(t, PartyStats())  # type: ignore[arg-type]
@@ -62,15 +67,13 @@ def test_a_round_below_quorum_at_its_deadline_fails_and_a_new_one_starts(tmp_pat
     clock = Clock()
     svc = InProcess(tmp_path / "state", clock)
     job, parties = _round_job(svc, quorum=3)
-    tasks = [p.ask() for p in parties]
-    tasks = [p.ask() if t is None else t for p, t in zip(parties, tasks, strict=True)]
+    tasks = _ask_all(parties)
     parties[0].step(tasks[0], PartyStats())  # type: ignore[arg-type]
     clock.t += 31.0
     svc.service.jobs[job].tick(clock.t)
     status = svc.client.get(f"/v1/jobs/{job}", headers=svc.admin()).json()
     assert status["rounds_failed"] == 1 and status["version"] == 0
     assert status["updates"]["rejected"] == {"round failed: quorum not reached": 1}
-    again = [p.ask() for p in parties]
-    again = [p.ask() if t is None else t for p, t in zip(parties, again, strict=True)]
+    again = _ask_all(parties)
     assert all(isinstance(t, WorkTask) and t.round == 1 for t in again)
     svc.close()

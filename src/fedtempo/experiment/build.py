@@ -6,13 +6,14 @@ import numpy as np
 import simpy
 import torch
 
-from fedtempo.client.local import LocalSpec
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.drivers import Parts, setup
 from fedtempo.experiment.parts import (
     Built,
+    initial_model,
     load_data,
+    local_spec,
     make_executor,
     make_partition,
     test_evaluator,
@@ -21,7 +22,7 @@ from fedtempo.experiment.parts import (
 __all__ = ["Built", "build", "load_data", "make_executor", "make_partition"]
 from fedtempo.experiment.population import build_population
 from fedtempo.experiment.servers import MaflServer
-from fedtempo.models.profile import build_model, profile_model
+from fedtempo.models.profile import profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.engine import ServerFactory, Simulation
@@ -42,23 +43,9 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     streams = Streams(config.seed)
     bundle = load_data(config, streams)
     client_train, client_test = make_partition(config, bundle, streams)
-    model = build_model(
-        config.model.name,
-        bundle.train.input_shape,
-        bundle.train.num_classes,
-        streams.torch("init", 0),
-    )
+    model = initial_model(config, bundle.train.input_shape, bundle.train.num_classes)
     profile = profile_model(config.model.name, model, bundle.train.input_shape)
-    t = config.train
-    spec = LocalSpec(
-        epochs=t.epochs,
-        iterations=t.iterations,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        momentum=t.momentum,
-        weight_decay=t.weight_decay,
-        prox_mu=config.server.client_prox,
-    )
+    spec = local_spec(config)
     trainer = ClientTrainer(0, model, bundle.train.x, bundle.train.y, client_train, spec, streams)
     task = SimTask(
         0, config.name, trainer, profile, GlobalModel(flatten(model)), test_evaluator(model, bundle)

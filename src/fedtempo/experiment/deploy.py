@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +20,47 @@ import numpy as np
 import torch
 
 from fedtempo.aggregation.sync import FedAvg
-from fedtempo.algorithms.asynchronous import AdaptiveEpochs, AsyncAlgorithm
+from fedtempo.algorithms.asynchronous import AsyncAlgorithm
 from fedtempo.algorithms.fedavg import FedAvgRounds
 from fedtempo.algorithms.protocol import ModelState, RoundAlgorithm, Workload
 from fedtempo.client.local import LocalSpec, train_local
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import ExperimentConfig, to_dict, validate
-from fedtempo.experiment.drivers import async_rule
-from fedtempo.experiment.parts import load_data, make_partition
+from fedtempo.experiment.drivers import adaptive_epochs, async_rule
+from fedtempo.experiment.parts import (
+    initial_model,
+    load_data,
+    local_spec,
+    make_partition,
+    test_evaluator,
+)
 from fedtempo.experiment.population import build_population
-from fedtempo.experiment.servers import AsyncConfig, AsyncFedEDServer, FedAvgServer
-from fedtempo.models.profile import build_model, profile_model
+from fedtempo.experiment.servers import AsyncConfig, FedAvgServer
+from fedtempo.models.profile import profile_model
 from fedtempo.models.zoo import MODELS
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.service.jobs import Blueprint, JobSettings
 from fedtempo.service.party import Pace, Trained, WorkTask
-from fedtempo.service.wire import Layout
+from fedtempo.service.wire import Layout, parse
 
 SERVICE_ALGORITHMS = ("fedavg", "fedprox", "fedasync", "fedbuff", "asyncfeded")
 SPEC_KEYS = ("name", "seed", "model", "train", "server", "job")
 MAX_PARAMETERS = 1 << 28  # 1 GiB of float32 per model version: what one job may ask of the server
 
 
+def _unservable(algorithm: str) -> str:
+    return (
+        f"server.algorithm: {algorithm!r} cannot run as a service job yet "
+        f"(one of {', '.join(SERVICE_ALGORITHMS)})"
+    )
+
+
 def job_spec(config: ExperimentConfig) -> dict[str, Any]:
     """The job a config describes, as JSON-ready data (its data set gives the model's input
     shape and number of classes)."""
     if config.server.algorithm not in SERVICE_ALGORITHMS:
-        raise ConfigError(
-            f"server.algorithm: {config.server.algorithm!r} cannot run as a service job yet "
-            f"(one of {', '.join(SERVICE_ALGORITHMS)})"
-        )
+        raise ConfigError(_unservable(config.server.algorithm))
     bundle = load_data(config, Streams(config.seed))
     data = to_dict(config)
     spec = {k: data[k] for k in SPEC_KEYS if k in data}
@@ -92,22 +102,10 @@ def _model_and_spec(spec: Mapping[str, Any]) -> tuple[ExperimentConfig, torch.nn
                 f"model: {config.model.name} on input {list(shape)} with {classes} classes has "
                 f"{size:,} parameters, over the service's limit of {MAX_PARAMETERS:,}"
             )
-        model = build_model(
-            config.model.name, shape, classes, Streams(config.seed).torch("init", 0)
-        )
+        model = initial_model(config, shape, classes)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
-    t = config.train
-    local = LocalSpec(
-        epochs=t.epochs,
-        iterations=t.iterations,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        momentum=t.momentum,
-        weight_decay=t.weight_decay,
-        prox_mu=config.server.client_prox,
-    )
-    return config, model, local
+    return config, model, local_spec(config)
 
 
 def blueprint(spec: Mapping[str, Any]) -> Blueprint:
@@ -115,16 +113,9 @@ def blueprint(spec: Mapping[str, Any]) -> Blueprint:
     config, model, local = _model_and_spec(spec)
     s, j = config.server, config.job
     if s.algorithm not in SERVICE_ALGORITHMS:
-        raise ValueError(
-            f"server.algorithm: {s.algorithm!r} cannot run as a service job yet "
-            f"(one of {', '.join(SERVICE_ALGORITHMS)})"
-        )
+        raise ValueError(_unservable(s.algorithm))
     layout, initial = Layout.of(model), flatten(model)
     if isinstance(s, AsyncConfig):
-        epochs = None
-        if isinstance(s, AsyncFedEDServer):
-            e = s.asyncfeded
-            epochs = AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max)
         settings = JobSettings(
             "async",
             seed=config.seed,
@@ -132,7 +123,7 @@ def blueprint(spec: Mapping[str, Any]) -> Blueprint:
             max_updates=s.max_updates,
             task_timeout_s=j.task_timeout_s,
         )
-        algorithm = AsyncAlgorithm(async_rule(s), 0, epochs)
+        algorithm = AsyncAlgorithm(async_rule(s), 0, adaptive_epochs(s))
         return Blueprint(layout, initial, settings, s.algorithm, asynchronous=algorithm)
     assert isinstance(s, FedAvgServer)  # fedprox is a FedAvgServer with mu
     profile = profile_model(config.model.name, model, _shape(spec)[0])
@@ -208,12 +199,7 @@ def paces(config: ExperimentConfig, scale: float) -> list[Pace]:
     bundle = load_data(config, streams)
     train, _ = make_partition(config, bundle, streams)
     population = build_population(config.devices, len(train), streams)
-    model = build_model(
-        config.model.name,
-        bundle.train.input_shape,
-        bundle.train.num_classes,
-        streams.torch("init", 0),
-    )
+    model = initial_model(config, bundle.train.input_shape, bundle.train.num_classes)
     profile = profile_model(config.model.name, model, bundle.train.input_shape)
     bits = float(profile.size_bits)
     speeds = population.compute.flops_per_s
@@ -225,3 +211,11 @@ def paces(config: ExperimentConfig, scale: float) -> list[Pace]:
         compute = scale * flops / float(speeds[c])
         out.append(Pace(scale * down, compute, scale * up, config.train.epochs))
     return out
+
+
+def model_accuracy(config: ExperimentConfig) -> Callable[[bytes], float]:
+    """Test accuracy on ``config``'s test set of a job's model, given as safetensors bytes."""
+    bundle = load_data(config, Streams(config.seed))
+    model = initial_model(config, bundle.train.input_shape, bundle.train.num_classes)
+    evaluate, layout = test_evaluator(model, bundle), Layout.of(model)
+    return lambda blob: evaluate(parse(layout, blob)[0])[0]

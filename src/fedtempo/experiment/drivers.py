@@ -87,12 +87,17 @@ def async_rule(s: AsyncConfig) -> agg.AsyncAggregator:
     return agg.AsyncAggregator(st.Euclidean(e.lam, e.epsilon), agg.DeltaStep(1.0))
 
 
+def adaptive_epochs(s: AsyncConfig) -> AdaptiveEpochs | None:
+    """AsyncFedED's local-epoch rule of an asynchronous [server] table (None: fixed epochs)."""
+    if not isinstance(s, AsyncFedEDServer):
+        return None
+    e = s.asyncfeded
+    return AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max)
+
+
 def async_driver(s: AsyncConfig, rt: Runtime, task: SimTask) -> AsyncServer:
     """The asynchronous driver of the configured rule (AsyncFedED adapts local epochs)."""
-    epochs = None
-    if isinstance(s, AsyncFedEDServer):
-        e = s.asyncfeded
-        epochs = AdaptiveEpochs(e.kappa, e.gamma_bar, e.k_init, e.k_max)
+    epochs = adaptive_epochs(s)
     return AsyncServer(
         rt,
         task,

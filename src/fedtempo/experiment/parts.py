@@ -15,12 +15,13 @@ import torch
 from fedtempo.algorithms.protocol import RoundAlgorithm
 from fedtempo.algorithms.pruned import PrunedRounds
 from fedtempo.algorithms.splitfed import SplitFedRounds
-from fedtempo.client.local import evaluate
+from fedtempo.client.local import LocalSpec, evaluate
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
 from fedtempo.experiment.config import ExperimentConfig
+from fedtempo.models.profile import build_model
 from fedtempo.rng import Streams
 from fedtempo.sim.asyncserver import AsyncServer
 from fedtempo.sim.engine import Simulation
@@ -83,6 +84,29 @@ def make_partition(
     else:
         parts = part.power_law(len(labels), p.num_clients, p.sigma, rng)
     return part.split_clients(parts, p.client_test_fraction, streams.numpy("client-test", task))
+
+
+def local_spec(config: ExperimentConfig) -> LocalSpec:
+    """The local procedure of ``[train]`` (with the algorithm's proximal term, if any)."""
+    t = config.train
+    return LocalSpec(
+        epochs=t.epochs,
+        iterations=t.iterations,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        prox_mu=config.server.client_prox,
+    )
+
+
+def initial_model(
+    config: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int
+) -> torch.nn.Module:
+    """The config's model with its initial weights (the stream ("init", 0))."""
+    return build_model(
+        config.model.name, input_shape, num_classes, Streams(config.seed).torch("init", 0)
+    )
 
 
 def test_evaluator(

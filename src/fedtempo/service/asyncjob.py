@@ -10,7 +10,6 @@ from fedtempo.aggregation.versions import VersionStore
 from fedtempo.algorithms.asynchronous import AsyncAlgorithm, AsyncRunState
 from fedtempo.client.local import Update
 from fedtempo.rng import Streams
-from fedtempo.service import wire
 from fedtempo.service.jobs import (
     IDLE_FRESH_S,
     Envelope,
@@ -45,17 +44,7 @@ class AsyncJob(Job):
         for u in db.execute(
             "SELECT * FROM updates WHERE job=? AND status='buffered' ORDER BY seq", (self.id,)
         ):
-            vec = wire.parse(self.bp.layout, self.store.get_blob(u["sha"]))[0]
-            upd = Update(
-                int(u["party"]),
-                0,
-                int(u["base_version"]),
-                vec,
-                int(u["samples"]),
-                int(u["steps"]),
-                float(u["loss"]),
-            )
-            state.rule.buffer.append((upd, float(u["weight"])))
+            state.rule.buffer.append((self.stored_update(u), float(u["weight"])))
         for p in db.execute(
             "SELECT id, next_epochs FROM parties WHERE job=? AND next_epochs IS NOT NULL",
             (self.id,),

@@ -181,12 +181,7 @@ class Job:
         raise NotImplementedError
 
     def vector(self, version: int) -> torch.Tensor:
-        row = self.store.db.execute(
-            "SELECT sha FROM versions WHERE job=? AND version=?", (self.id, version)
-        ).fetchone()
-        if row is None:
-            raise Rejected(404, f"version {version} is not kept (no party holds it)")
-        return wire.parse(self.bp.layout, self.store.get_blob(row["sha"]))[0]
+        return wire.parse(self.bp.layout, self.version_blob(version))[0]
 
     def version_blob(self, version: int) -> bytes:
         row = self.store.db.execute(
@@ -195,6 +190,19 @@ class Job:
         if row is None:
             raise Rejected(404, f"version {version} is not kept (no party holds it)")
         return self.store.get_blob(row["sha"])
+
+    def stored_update(self, row: Any) -> Update:
+        """The update an ``updates`` row describes, its delta read back from its blob."""
+        vector = wire.parse(self.bp.layout, self.store.get_blob(row["sha"]))[0]
+        return Update(
+            int(row["party"]),
+            0,
+            int(row["base_version"]),
+            vector,
+            int(row["samples"]),
+            int(row["steps"]),
+            float(row["loss"]),
+        )
 
     def current_version(self) -> int:
         return int(self.row()["version"])

@@ -18,7 +18,6 @@ from fedtempo.algorithms.protocol import (
 )
 from fedtempo.client.local import Update
 from fedtempo.rng import Streams
-from fedtempo.service import wire
 from fedtempo.service.jobs import (
     POLL_FRESH_S,
     Envelope,
@@ -73,17 +72,7 @@ class RoundsJob(Job):
             "SELECT * FROM updates WHERE job=? AND round=? AND status='buffered'",
             (self.id, row["number"]),
         ):
-            vec = wire.parse(self.bp.layout, self.store.get_blob(u["sha"]))[0]
-            upd = Update(
-                int(u["party"]),
-                0,
-                int(u["base_version"]),
-                vec,
-                int(u["samples"]),
-                int(u["steps"]),
-                float(u["loss"]),
-            )
-            got[int(u["party"])] = (upd, float(u["received"]))
+            got[int(u["party"])] = (self.stored_update(u), float(u["received"]))
         self.open = OpenRound(
             int(row["number"]),
             cohort,
