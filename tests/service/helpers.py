@@ -13,8 +13,10 @@ from fastapi.testclient import TestClient
 
 from fedtempo.experiment.deploy import blueprint
 from fedtempo.service import auth
+from fedtempo.service.aggregation import AggregationSettings
 from fedtempo.service.app import create_app
 from fedtempo.service.party import Party, Trained, WorkTask
+from fedtempo.service.workers import Launcher
 
 BASE = "http://testserver"
 
@@ -37,9 +39,14 @@ class InProcess:
     """The ASGI app in this process (its ticker runs) with an admin client."""
 
     def __init__(
-        self, root: Path, clock: Callable[[], float] = time.time, token: str | None = None
+        self,
+        root: Path,
+        clock: Callable[[], float] = time.time,
+        token: str | None = None,
+        aggregation: AggregationSettings | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
-        self.app = create_app(root, blueprint, clock)
+        self.app = create_app(root, blueprint, clock, aggregation, launcher)
         self.client = TestClient(self.app, base_url=BASE)
         self.client.__enter__()
         self.service = self.app.state.service
@@ -70,6 +77,29 @@ class InProcess:
             return Trained(deltas[task.task], samples, 1, 0.5)
 
         return Party(cred, train, samples, client=self.client, wait_s=0.0, give_up_s=5.0)
+
+    def status(self, job: str) -> dict[str, Any]:
+        r = self.client.get(f"/v1/jobs/{job}", headers=self.admin())
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def wait_version(self, job: str, version: int, timeout: float = 60.0) -> dict[str, Any]:
+        """The job's status once its model has reached ``version`` (aggregator workers publish
+        in the background)."""
+        end = time.monotonic() + timeout
+        while True:
+            status = self.status(job)
+            if status["version"] >= version:
+                return status
+            assert time.monotonic() < end, f"version {version} not published: {status}"
+            time.sleep(0.05)
+
+    def wait_idle(self, job: str, timeout: float = 30.0) -> None:
+        """Until the job holds no aggregator worker (a worker exits after it publishes)."""
+        end = time.monotonic() + timeout
+        while job in self.service.aggregation.held:
+            assert time.monotonic() < end, f"job {job} still holds a worker"
+            time.sleep(0.02)
 
     def close(self) -> None:
         self.client.__exit__(None, None, None)

@@ -9,8 +9,6 @@ import torch
 
 from fedtempo.aggregation.sync import FedAvg
 from fedtempo.algorithms.asynchronous import AdaptiveEpochs, AsyncAlgorithm
-from fedtempo.algorithms.fedavg import FedAvgRounds
-from fedtempo.algorithms.protocol import ClientResult, ModelState, RoundOutcome, RoundPlan
 from fedtempo.client.local import Update
 from fedtempo.experiment.deploy import blueprint
 from fedtempo.experiment.drivers import async_rule
@@ -33,7 +31,9 @@ def _model(svc: InProcess, job: str) -> torch.Tensor:
     return wire.parse(layout, r.content)[0]
 
 
-def test_a_fedavg_round_equals_fedavg_rounds_aggregate(tmp_path: Path) -> None:
+def test_a_fedavg_round_equals_the_rule_fused_in_arrival_order(tmp_path: Path) -> None:
+    """An aggregator worker fuses the round with FedAvg's own fuser, in arrival order: the same
+    bits as that fuser applied here, and FedAvg's client-order reduction up to float rounding."""
     svc = InProcess(tmp_path / "state")
     spec = tiny_spec({"algorithm": "fedavg", "rounds": 2, "clients_per_round": 3}, gather_s=60.0)
     job = svc.create(spec)
@@ -41,25 +41,23 @@ def test_a_fedavg_round_equals_fedavg_rounds_aggregate(tmp_path: Path) -> None:
     parties = [svc.party(svc.enroll(job, f"p{i}"), deltas, SAMPLES[i]) for i in range(3)]
     assert parties[0].ask() is None and parties[1].ask() is None  # waiting for the cohort
     tasks: list[WorkTask] = []
-    for p in [parties[2], parties[0], parties[1]]:
-        t = p.ask()
+    order = [2, 0, 1]
+    for i in order:
+        t = parties[i].ask()
         assert isinstance(t, WorkTask) and t.round == 0 and t.base_version == 0
         tasks.append(t)
-    for p, t in zip([parties[2], parties[0], parties[1]], tasks, strict=True):
-        p.step(t, PartyStats())
+    for i, t in zip(order, tasks, strict=True):
+        parties[i].step(t, PartyStats())
+    status = svc.wait_version(job, 1)
     bp = blueprint(spec)
-    algorithm = bp.rounds(SAMPLES) if bp.rounds else None
-    assert isinstance(algorithm, FedAvgRounds)
-    results = tuple(
-        ClientResult(Update(i, 0, 0, deltas[f"r0-p{i}"], SAMPLES[i], 1, 0.5), 0.0, 0.0)
-        for i in range(3)
-    )
-    direct = algorithm.aggregate(
-        ModelState(bp.initial.clone()), RoundOutcome(RoundPlan(()), results)
-    )
-    assert torch.equal(_model(svc, job), direct.params)
-    assert torch.equal(direct.params, FedAvg().aggregate(bp.initial, [r.update for r in results]))
-    status = svc.client.get(f"/v1/jobs/{job}", headers=svc.admin()).json()
+    rule = bp.rule
+    assert isinstance(rule, FedAvg)
+    fused = rule.fuser()
+    for i in order:
+        fused.add(deltas[f"r0-p{i}"], rule.weight(SAMPLES[i]))
+    assert torch.equal(_model(svc, job), rule.step(bp.initial, fused))
+    updates = [Update(i, 0, 0, deltas[f"r0-p{i}"], SAMPLES[i], 1, 0.5) for i in range(3)]
+    assert torch.allclose(_model(svc, job), rule.aggregate(bp.initial, updates), atol=1e-6)
     assert status["version"] == 1 and status["rounds_done"] == 1
     assert status["updates"]["accepted"] == 3 and status["versions_kept"] == [1]
     svc.close()

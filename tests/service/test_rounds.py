@@ -53,7 +53,7 @@ def test_deadline_with_quorum_closes_the_round_and_late_updates_are_refused(tmp_
     assert restored.open.deadline == deadline and len(restored.open.got) == 2  # type: ignore[attr-defined]
     clock.t += 31.0
     restored.tick(clock.t)
-    status = svc.client.get(f"/v1/jobs/{job}", headers=svc.admin()).json()
+    status = svc.wait_version(job, 1)
     assert status["version"] == 1 and status["rounds_done"] == 1
     straggler = svc.party(parties[2].cred, {}, 4)
     code, answer = straggler.upload(tasks[2], Trained(torch.ones(15), 4, 1, 0.5))  # type: ignore[arg-type]

@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedtempo.aggregation.sync import FedAvg
 from fedtempo.algorithms.asynchronous import AsyncAlgorithm
 from fedtempo.algorithms.fedavg import FedAvgRounds
 from fedtempo.algorithms.protocol import ModelState, RoundAlgorithm, Workload
 from fedtempo.client.local import LocalSpec, train_local
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import ExperimentConfig, to_dict, validate
-from fedtempo.experiment.drivers import adaptive_epochs, async_rule
+from fedtempo.experiment.drivers import adaptive_epochs, async_rule, sync_rule
 from fedtempo.experiment.parts import (
     initial_model,
     load_data,
@@ -127,7 +126,7 @@ def blueprint(spec: Mapping[str, Any]) -> Blueprint:
         return Blueprint(layout, initial, settings, s.algorithm, asynchronous=algorithm)
     assert isinstance(s, FedAvgServer)  # fedprox is a FedAvgServer with mu
     profile = profile_model(config.model.name, model, _shape(spec)[0])
-    rule = FedAvg(s.server_lr)
+    rule = sync_rule(s)
 
     def rounds(samples: Sequence[int]) -> RoundAlgorithm[ModelState]:
         return FedAvgRounds(rule, Workload(0, profile, local, samples))
@@ -140,8 +139,9 @@ def blueprint(spec: Mapping[str, Any]) -> Blueprint:
         quorum=j.quorum,
         deadline_s=j.deadline_s,
         gather_s=j.gather_s,
+        close_at_quorum=j.close == "quorum",
     )
-    return Blueprint(layout, initial, settings, s.algorithm, rounds=rounds)
+    return Blueprint(layout, initial, settings, s.algorithm, rounds=rounds, rule=rule)
 
 
 def local_trainer(

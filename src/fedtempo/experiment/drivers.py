@@ -18,7 +18,7 @@ import numpy as np
 
 from fedtempo.aggregation import asynchronous as agg
 from fedtempo.aggregation import staleness as st
-from fedtempo.aggregation.sync import FedAvg
+from fedtempo.aggregation.sync import FedAvg, RobustStep, SyncRule
 from fedtempo.algorithms.asynchronous import AdaptiveEpochs
 from fedtempo.algorithms.fedavg import FedAvgRounds
 from fedtempo.algorithms.protocol import RoundAlgorithm
@@ -66,6 +66,13 @@ class Parts:
     client_test: list[np.ndarray]
     population: Population
     streams: Streams
+
+
+def sync_rule(s: FedAvgServer) -> SyncRule:
+    """The synchronous rule of a fedavg/fedprox [server] table (its ``reducer``)."""
+    if s.reducer == "mean":
+        return FedAvg(s.server_lr)
+    return RobustStep(s.reducer, s.server_lr, s.trim)
 
 
 def async_rule(s: AsyncConfig) -> agg.AsyncAggregator:
@@ -129,7 +136,7 @@ def _setup_async(p: Parts) -> MakeDriver:
 def _setup_fedavg(p: Parts) -> MakeDriver:
     s = p.config.server
     assert isinstance(s, FedAvgServer)
-    return round_driver(s, p.task, FedAvgRounds(FedAvg(s.server_lr), p.task.workload()))
+    return round_driver(s, p.task, FedAvgRounds(sync_rule(s), p.task.workload()))
 
 
 def sfl_planner(sc: SplitConfig, num_cuts: int, streams: Streams) -> Planner:

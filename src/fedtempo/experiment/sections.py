@@ -197,9 +197,12 @@ class JobConfig(Section):
     ignores it). Wall seconds. A round closes when its whole cohort has uploaded, or at
     ``deadline_s`` with at least ``quorum`` updates (else it fails and a new one starts);
     ``gather_s``: how long a round waits for more parties once ``quorum`` of them ask;
-    ``task_timeout_s``: an asynchronous task not answered by then is given up."""
+    ``task_timeout_s``: an asynchronous task not answered by then is given up. ``close``:
+    "quorum" closes a round as soon as ``quorum`` updates are in (the rest of its cohort is
+    then late), as in the JIT aggregation setting (SPEC C)."""
 
     quorum: int = Field(1, ge=1)
+    close: Literal["cohort", "quorum"] = "cohort"
     deadline_s: float | None = Field(300.0, gt=0)
     gather_s: float = Field(5.0, ge=0)
     task_timeout_s: float = Field(600.0, gt=0)

@@ -117,10 +117,14 @@ class RoundsConfig(ServerSection):
 
 
 class FedAvgServer(RoundsConfig):
-    """FedAvg (McMahan et al. 2017): x <- x + server_lr x the round's sample-weighted delta."""
+    """FedAvg (McMahan et al. 2017): x <- x + server_lr x the round's sample-weighted delta.
+    ``reducer``: "mean" (FedAvg), or a robust step over the deltas, "median" (coordinate-wise)
+    or "trimmed_mean" (dropping the ``trim`` share at each end of every coordinate)."""
 
     algorithm: Literal["fedavg"] = "fedavg"
     server_lr: float = Field(1.0, gt=0)
+    reducer: Literal["mean", "median", "trimmed_mean"] = "mean"
+    trim: float = Field(0.1, ge=0, lt=0.5)
 
 
 class FedProxServer(FedAvgServer):

@@ -29,6 +29,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from fedtempo.service import auth, wire
+from fedtempo.service.accounting import Accounting
+from fedtempo.service.aggregation import Aggregation, AggregationSettings
 from fedtempo.service.asyncjob import AsyncJob
 from fedtempo.service.jobs import Blueprint, Job, JobFactory, Rejected
 from fedtempo.service.requests import (
@@ -41,6 +43,7 @@ from fedtempo.service.requests import (
 )
 from fedtempo.service.rounds import RoundsJob
 from fedtempo.service.store import Store, StoreError
+from fedtempo.service.workers import Launcher, ProcessLauncher
 
 log = logging.getLogger("fedtempo.service")
 TICK_S = 0.2  # how often deadlines and leases are checked
@@ -52,9 +55,17 @@ def make_job(job_id: str, store: Store, blueprint: Blueprint) -> Job:
 
 
 class Service:
-    """The server's state: the store, the live jobs, the admin credential's hash."""
+    """The server's state: the store, the live jobs, the admin credential's hash, the
+    aggregator workers."""
 
-    def __init__(self, root: Path, factory: JobFactory, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        root: Path,
+        factory: JobFactory,
+        clock: Callable[[], float] = time.time,
+        aggregation: AggregationSettings | None = None,
+        launcher: Launcher | None = None,
+    ):
         self.store, self.factory, self.clock = Store(root), factory, clock
         self.store.collect_garbage()
         self.new_admin_token: str | None = None
@@ -78,11 +89,21 @@ class Service:
         self._changed: dict[str, asyncio.Event] = {}
         self._nonces: set[tuple[str, str]] = set()  # staged, not yet committed
         self.auth_failures = 0
+        self.accounting = Accounting(self.store, clock)
+        self.aggregation = Aggregation(
+            aggregation or AggregationSettings(),
+            launcher or ProcessLauncher(self.store.blobs),
+            lambda: self.jobs,
+            clock,
+            self.changed,
+            self.accounting,
+        )
 
     def changed(self, job_id: str) -> None:
         event = self._changed.pop(job_id, None)
         if event is not None:
             event.set()
+        self.aggregation.notify(job_id)
 
     def event(self, job_id: str) -> asyncio.Event:
         return self._changed.setdefault(job_id, asyncio.Event())
@@ -169,9 +190,16 @@ class Service:
             self._nonces.clear()
 
 
-def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = time.time) -> FastAPI:
-    """The ASGI app over the state directory ``root`` (resumed if it holds jobs)."""
-    service = Service(root, factory, clock)
+def create_app(
+    root: Path,
+    factory: JobFactory,
+    clock: Callable[[], float] = time.time,
+    aggregation: AggregationSettings | None = None,
+    launcher: Launcher | None = None,
+) -> FastAPI:
+    """The ASGI app over the state directory ``root`` (resumed if it holds jobs), its rounds
+    aggregated by workers under ``aggregation`` (default: JIT, 2 worker processes)."""
+    service = Service(root, factory, clock, aggregation, launcher)
 
     async def ticker() -> None:
         last_purge = 0.0
@@ -190,12 +218,17 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
                         service.changed(job_id)
                 except (Rejected, StoreError, sqlite3.Error) as exc:
                     log.warning("job %s: tick failed: %s", job_id, exc)
+            try:
+                service.aggregation.step()
+            except (StoreError, sqlite3.Error) as exc:
+                log.warning("aggregation step failed: %s", exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(ticker())
         yield
         task.cancel()
+        await service.aggregation.shutdown()
         service.store.close()
 
     app = FastAPI(title="fedtempo", version="1", lifespan=lifespan)
@@ -251,9 +284,9 @@ def create_app(root: Path, factory: JobFactory, clock: Callable[[], float] = tim
         if job.status == "running":
             with service.store.tx() as db:
                 db.execute(
-                    "UPDATE jobs SET status='stopped', done_reason='stopped by the admin' "
-                    "WHERE id=?",
-                    (job_id,),
+                    "UPDATE jobs SET status='stopped', done_reason='stopped by the admin', "
+                    "finished=? WHERE id=?",
+                    (service.clock(), job_id),
                 )
         service.changed(job_id)
         return job.describe(service.clock())

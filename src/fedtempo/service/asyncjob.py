@@ -190,7 +190,7 @@ class AsyncJob(Job):
             freed |= self.publish(outcome.version, self.state.params, self._referenced())
         received = int(self.row()["received"])
         if self.s.max_updates is not None and received >= self.s.max_updates:
-            self._finish_job(f"{self.s.max_updates} updates received")
+            self._finish_job(f"{self.s.max_updates} updates received", now)
         staleness = outcome.staleness
         answer = {
             "status": status,

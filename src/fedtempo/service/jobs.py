@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import torch
 
+from fedtempo.aggregation.sync import SyncRule
 from fedtempo.algorithms.asynchronous import AsyncAlgorithm
 from fedtempo.algorithms.protocol import (
     ModelState,
@@ -54,6 +55,7 @@ class JobSettings:
     concurrency: int = 1
     max_updates: int | None = None
     task_timeout_s: float = 600.0
+    close_at_quorum: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Blueprint:
     algorithm: str
     rounds: Callable[[Sequence[int]], RoundAlgorithm[ModelState]] | None = None
     asynchronous: AsyncAlgorithm | None = None
+    rule: SyncRule | None = None  # a rounds job's rule, fused by the aggregator workers
 
 
 JobFactory = Callable[[Mapping[str, Any]], Blueprint]
@@ -183,13 +186,16 @@ class Job:
     def vector(self, version: int) -> torch.Tensor:
         return wire.parse(self.bp.layout, self.version_blob(version))[0]
 
-    def version_blob(self, version: int) -> bytes:
+    def version_sha(self, version: int) -> str:
         row = self.store.db.execute(
             "SELECT sha FROM versions WHERE job=? AND version=?", (self.id, version)
         ).fetchone()
         if row is None:
             raise Rejected(404, f"version {version} is not kept (no party holds it)")
-        return self.store.get_blob(row["sha"])
+        return str(row["sha"])
+
+    def version_blob(self, version: int) -> bytes:
+        return self.store.get_blob(self.version_sha(version))
 
     def stored_update(self, row: Any) -> Update:
         """The update an ``updates`` row describes, its delta read back from its blob."""
@@ -210,7 +216,12 @@ class Job:
     def publish(self, version: int, params: torch.Tensor, keep: set[int]) -> set[str]:
         """Inside a transaction: store ``params`` as ``version``, make it current, drop the
         versions outside ``keep``; returns the blobs that became unreferenced."""
-        sha = self.store.put_blob(wire.encode(self.bp.layout, params))
+        return self.publish_sha(
+            version, self.store.put_blob(wire.encode(self.bp.layout, params)), keep
+        )
+
+    def publish_sha(self, version: int, sha: str, keep: set[int]) -> set[str]:
+        """``publish`` for a model already in the blob store as ``sha``."""
         db = self.store.db
         db.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?)", (self.id, version, sha))
         db.execute("UPDATE jobs SET version=? WHERE id=?", (version, self.id))
@@ -252,9 +263,10 @@ class Job:
                     "UPDATE parties SET samples=? WHERE job=? AND id=?", (samples, self.id, party)
                 )
 
-    def _finish_job(self, reason: str) -> None:
+    def _finish_job(self, reason: str, now: float) -> None:
         self.store.db.execute(
-            "UPDATE jobs SET status='done', done_reason=? WHERE id=?", (reason, self.id)
+            "UPDATE jobs SET status='done', done_reason=?, finished=? WHERE id=?",
+            (reason, now, self.id),
         )
 
     # ---- requests ---------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Synchronous rounds of a ``RoundAlgorithm`` (FedAvg, FedProx) on the wall clock."""
+"""Synchronous rounds of a ``RoundAlgorithm`` (FedAvg, FedProx) on the wall clock.
+
+A round is 'open' while its cohort trains, 'closing' once it has what it needs (the whole
+cohort, or ``quorum`` updates with ``close_at_quorum``, or ``quorum`` at its deadline), and
+'closed' when an aggregator worker (``service.aggregation``) has fused its updates with the
+job's rule and the model is published. This process never fuses: it stores updates, closes
+rounds and commits what the workers wrote."""
 
 from __future__ import annotations
 
@@ -9,15 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedtempo.algorithms.protocol import (
-    ClientResult,
-    ModelState,
-    RoundAlgorithm,
-    RoundOutcome,
-    RoundPlan,
-)
+from fedtempo.algorithms.protocol import ModelState, RoundAlgorithm, RoundPlan
 from fedtempo.client.local import Update
 from fedtempo.rng import Streams
+from fedtempo.service import wire
 from fedtempo.service.jobs import (
     POLL_FRESH_S,
     Envelope,
@@ -36,6 +37,9 @@ class OpenRound:
     deadline: float | None
     plan: RoundPlan
     got: dict[int, tuple[Update, float]]
+    closing: float | None = None  # when the round closed (its model is being fused)
+    partial: str | None = None  # a partial sum handed back to the store ...
+    partial_seq: int = 0  # ... covering the round's updates up to this seq
 
     def task_id(self, party: int) -> str:
         return f"r{self.number}-p{party}"
@@ -46,6 +50,7 @@ class RoundsJob(Job):
 
     state: ModelState
     open: OpenRound | None
+    last_closed: OpenRound | None = None  # the last round published (its arrivals)
 
     def algorithm(self) -> RoundAlgorithm[ModelState]:
         assert self.bp.rounds is not None
@@ -57,7 +62,7 @@ class RoundsJob(Job):
         self.open = None
         db = self.store.db
         row = db.execute(
-            "SELECT * FROM rounds WHERE job=? AND status='open'", (self.id,)
+            "SELECT * FROM rounds WHERE job=? AND status IN ('open', 'closing')", (self.id,)
         ).fetchone()
         if row is None:
             return
@@ -81,6 +86,9 @@ class RoundsJob(Job):
             row["deadline"],
             plan,
             got,
+            row["closing_at"] if row["status"] == "closing" else None,
+            row["partial"],
+            int(row["partial_seq"] or 0),
         )
 
     def _task(self, r: OpenRound, party: int) -> dict[str, Any]:
@@ -99,7 +107,7 @@ class RoundsJob(Job):
         if self.status != "running":
             return {"done": True}
         r = self.open
-        if r is not None and party in r.cohort and party not in r.got:
+        if r is not None and r.closing is None and party in r.cohort and party not in r.got:
             return self._task(r, party)
         self.waiting[party] = now
         if r is None:
@@ -140,7 +148,8 @@ class RoundsJob(Job):
         info = json.dumps({"cohort": list(cohort), "dispatches": dispatches})
         with self.store.tx():
             db.execute(
-                "INSERT INTO rounds VALUES (?,?,?,?,?, 'open', NULL)",
+                "INSERT INTO rounds (job, number, cohort, started, deadline, status) "
+                "VALUES (?,?,?,?,?, 'open')",
                 (self.id, number, info, now, deadline),
             )
             for c in cohort:
@@ -154,7 +163,7 @@ class RoundsJob(Job):
 
     def admit(self, party: int, env: Envelope, vector: torch.Tensor) -> Update:
         r = self.open
-        if r is None or env.task != r.task_id(party):
+        if r is None or env.task != r.task_id(party) or r.closing is not None:
             raise Rejected(409, f"late: task {env.task} is not part of an open round", "late")
         if party in r.got:
             raise Rejected(
@@ -171,41 +180,86 @@ class RoundsJob(Job):
         assert r is not None
         self.insert_update(party, key, env, sha, now, "buffered", r.number, None)
         r.got[party] = (update, now)
-        answer: dict[str, Any] = {"status": "accepted", "round": r.number}
-        freed: set[str] = set()
-        if len(r.got) == len(r.cohort):
-            freed = self._close(now)
-            answer["version"] = self.state.version
-        return answer, freed
+        full = len(r.got) == len(r.cohort)
+        if full or (self.s.close_at_quorum and len(r.got) >= self.s.quorum):
+            self._mark_closing(now)
+        return {"status": "accepted", "round": r.number}, set()
 
-    def _close(self, now: float) -> set[str]:
-        """Inside a transaction: aggregate the open round and publish the next version."""
-        r, db = self.open, self.store.db
+    def _mark_closing(self, now: float) -> None:
+        """Inside a transaction: the round takes no more updates; its model is to be fused."""
+        r = self.open
         assert r is not None
-        results = tuple(ClientResult(u, t - r.started, t) for _, (u, t) in sorted(r.got.items()))
-        self.state = self.algorithm().aggregate(self.state, RoundOutcome(r.plan, results))
-        freed = self.publish(self.state.version, self.state.params, set())
-        shas = db.execute(
-            "SELECT sha FROM updates WHERE job=? AND round=? AND status='buffered'",
-            (self.id, r.number),
+        self.store.db.execute(
+            "UPDATE rounds SET status='closing', closing_at=? WHERE job=? AND number=?",
+            (now, self.id, r.number),
+        )
+        r.closing = now
+
+    def pending(self, after_seq: int) -> list[Any]:
+        """The open round's stored updates past ``after_seq``, in arrival (seq) order."""
+        r = self.open
+        if r is None:
+            return []
+        return self.store.db.execute(
+            "SELECT seq, sha, samples FROM updates WHERE job=? AND round=? AND status='buffered' "
+            "AND seq > ? ORDER BY seq",
+            (self.id, r.number, after_seq),
         ).fetchall()
-        freed |= {str(x[0]) for x in shas}
-        db.execute(
-            "UPDATE updates SET status='applied' WHERE job=? AND round=?", (self.id, r.number)
-        )
-        db.execute(
-            "UPDATE rounds SET status='closed', version=? WHERE job=? AND number=?",
-            (self.state.version, self.id, r.number),
-        )
-        db.execute(
-            "UPDATE jobs SET rounds_done = rounds_done + 1, accepted = accepted + ?, "
-            "received = received + ? WHERE id=?",
-            (len(results), len(results), self.id),
-        )
-        if int(self.row()["rounds_done"]) >= self.s.rounds:
-            self._finish_job(f"{self.s.rounds} rounds done")
-        self.open = None
-        return freed
+
+    def record_partial(self, number: int, sha: str, seq: int) -> None:
+        """A worker handed back the open round's running sum up to ``seq`` (stored as ``sha``)."""
+        r = self.open
+        if r is None or r.number != number:
+            return
+        old = r.partial
+        with self.store.tx() as db:
+            db.execute(
+                "UPDATE rounds SET partial=?, partial_seq=? WHERE job=? AND number=?",
+                (sha, seq, self.id, number),
+            )
+        r.partial, r.partial_seq = sha, seq
+        if old is not None and old != sha:
+            self.store.delete_blobs({old})
+
+    def publish_round(self, number: int, sha: str, now: float) -> None:
+        """Commit the model a worker fused for the closing round ``number`` (blob ``sha``):
+        it becomes the next version, the round's updates are applied and their blobs freed."""
+        r, db = self.open, self.store.db
+        if r is None or r.number != number or r.closing is None:
+            raise Rejected(409, f"round {number} is not closing")
+        params = wire.parse(self.bp.layout, self.store.get_blob(sha))[0]  # checks the worker
+        try:
+            with self.store.tx():
+                freed = self.publish_sha(self.state.version + 1, sha, set())
+                shas = db.execute(
+                    "SELECT sha FROM updates WHERE job=? AND round=? AND status='buffered'",
+                    (self.id, r.number),
+                ).fetchall()
+                freed |= {str(x[0]) for x in shas}
+                if r.partial is not None:
+                    freed.add(r.partial)
+                db.execute(
+                    "UPDATE updates SET status='applied' WHERE job=? AND round=?",
+                    (self.id, r.number),
+                )
+                db.execute(
+                    "UPDATE rounds SET status='closed', version=?, published=?, partial=NULL "
+                    "WHERE job=? AND number=?",
+                    (self.state.version + 1, now, self.id, r.number),
+                )
+                db.execute(
+                    "UPDATE jobs SET rounds_done = rounds_done + 1, accepted = accepted + ?, "
+                    "received = received + ? WHERE id=?",
+                    (len(r.got), len(r.got), self.id),
+                )
+                if int(self.row()["rounds_done"]) >= self.s.rounds:
+                    self._finish_job(f"{self.s.rounds} rounds done", now)
+        except BaseException:
+            self.load()
+            raise
+        self.state = ModelState(params, self.state.version + 1)
+        self.open, self.last_closed = None, r
+        self.store.delete_blobs(freed)
 
     def tick(self, now: float) -> None:
         r = self.open
@@ -213,24 +267,25 @@ class RoundsJob(Job):
             if self.status == "running" and self.waiting:
                 self._maybe_start(now)
             return
-        if r.deadline is None or now < r.deadline:
+        if r.closing is not None or r.deadline is None or now < r.deadline:
             return
+        freed: set[str] = set()
         try:
             with self.store.tx() as db:
                 if len(r.got) >= self.s.quorum:
-                    freed = self._close(now)
+                    self._mark_closing(now)
                 else:  # the round fails: its updates are dropped, with their reason counted
                     shas = db.execute(
                         "SELECT sha FROM updates WHERE job=? AND round=? AND status='buffered'",
                         (self.id, r.number),
                     ).fetchall()
-                    freed = {str(x[0]) for x in shas}
+                    freed = {str(x[0]) for x in shas} | ({r.partial} if r.partial else set())
                     db.execute(
                         "UPDATE updates SET status='rejected' WHERE job=? AND round=?",
                         (self.id, r.number),
                     )
                     db.execute(
-                        "UPDATE rounds SET status='failed' WHERE job=? AND number=?",
+                        "UPDATE rounds SET status='failed', partial=NULL WHERE job=? AND number=?",
                         (self.id, r.number),
                     )
                     db.execute(
@@ -260,5 +315,6 @@ class RoundsJob(Job):
                 "cohort": list(r.cohort),
                 "received": len(r.got),
                 "deadline": r.deadline,
+                "closing": r.closing is not None,
             }
         }

@@ -73,6 +73,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX versions_sha ON versions (sha);
     CREATE INDEX tasks_party ON tasks (job, party, open);
     """,
+    # 1 -> 2: aggregator workers (SPEC C): a round closes ('closing') before a worker publishes
+    # it; a partial sum handed back to the store, with the last update seq it covers; when the
+    # round's closing update landed and when its model was published; every worker's life
+    """
+    ALTER TABLE rounds ADD COLUMN partial TEXT;
+    ALTER TABLE rounds ADD COLUMN partial_seq INTEGER;
+    ALTER TABLE rounds ADD COLUMN closing_at REAL;
+    ALTER TABLE rounds ADD COLUMN published REAL;
+    ALTER TABLE jobs ADD COLUMN finished REAL;
+    CREATE TABLE workers (
+        id INTEGER PRIMARY KEY, job TEXT, policy TEXT NOT NULL, spawned REAL NOT NULL,
+        ready REAL, exited REAL, cpu_s REAL NOT NULL DEFAULT 0,
+        fused INTEGER NOT NULL DEFAULT 0, outcome TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX workers_job ON workers (job);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -96,6 +112,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class Blobs:
+    """Content-addressed safetensors files under one directory; also used by the aggregator
+    workers, which write the models they fuse and never touch the ledger."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha
+
+    def put(self, data: bytes) -> str:
+        """Write ``data`` durably under its SHA-256 (a no-op if it is already there)."""
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.path(sha)
+        if path.exists() and path.stat().st_size == len(data):
+            return sha
+        path.parent.mkdir(exist_ok=True)
+        tmp = self.root / "tmp" / f"{sha}.{os.getpid()}.part"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write to the state directory: {exc.strerror}") from None
+        return sha
+
+    def get(self, sha: str) -> bytes:
+        return self.path(sha).read_bytes()
+
+
 class Store:
     """One state directory: ``ledger.sqlite`` and ``blobs/``. Single writer (the server)."""
 
@@ -103,6 +153,7 @@ class Store:
         self.root = root
         self.blobs = root / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
+        self.blob_files = Blobs(self.blobs)
         (self.blobs / "tmp").mkdir(exist_ok=True)
         self.db = sqlite3.connect(
             root / "ledger.sqlite", isolation_level=None, check_same_thread=False
@@ -178,34 +229,19 @@ class Store:
     # ---- blobs ------------------------------------------------------------------------------
 
     def blob_path(self, sha: str) -> Path:
-        return self.blobs / sha[:2] / sha
+        return self.blob_files.path(sha)
 
     def put_blob(self, data: bytes) -> str:
         """Write ``data`` durably under its SHA-256 (a no-op if it is already there)."""
-        sha = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(sha)
-        if path.exists() and path.stat().st_size == len(data):
-            return sha
-        path.parent.mkdir(exist_ok=True)
-        tmp = self.blobs / "tmp" / f"{sha}.{os.getpid()}.part"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write to the state directory: {exc.strerror}") from None
-        return sha
+        return self.blob_files.put(data)
 
     def get_blob(self, sha: str) -> bytes:
-        return self.blob_path(sha).read_bytes()
+        return self.blob_files.get(sha)
 
     def referenced_blobs(self) -> set[str]:
         rows = self.db.execute(
-            "SELECT sha FROM versions UNION SELECT sha FROM updates WHERE status='buffered'"
+            "SELECT sha FROM versions UNION SELECT sha FROM updates WHERE status='buffered' "
+            "UNION SELECT partial FROM rounds WHERE partial IS NOT NULL"
         )
         return {str(r[0]) for r in rows}
 
@@ -214,8 +250,9 @@ class Store:
         for sha in shas:
             used = self.db.execute(
                 "SELECT 1 FROM versions WHERE sha=? UNION ALL "
-                "SELECT 1 FROM updates WHERE sha=? AND status='buffered' LIMIT 1",
-                (sha, sha),
+                "SELECT 1 FROM updates WHERE sha=? AND status='buffered' UNION ALL "
+                "SELECT 1 FROM rounds WHERE partial=? LIMIT 1",
+                (sha, sha, sha),
             ).fetchone()
             if used is None:
                 self.blob_path(sha).unlink(missing_ok=True)

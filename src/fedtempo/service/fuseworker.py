@@ -1,0 +1,134 @@
+"""An aggregator worker (the JIT "container", SPEC C): a process of its own that fuses a round's
+updates with the job's rule and writes the new model, never touching the ledger.
+
+``python -m fedtempo.service.fuseworker BLOBS_DIR`` reads one JSON command per line on stdin
+and answers each with one JSON line on stdout (after ``{"op": "ready"}`` once its imports are
+done: the spawn-to-ready time is the measured deploy time). Commands:
+
+- ``begin`` {layout, rule, partial?}: a new round; ``rule`` as ``SyncRule.describe`` wrote it,
+  ``partial`` the sha of a partial sum this round already handed back to the store.
+- ``add`` {sha, weight}: fuse one stored update (its delta) into the round.
+- ``checkpoint``: write the running sum to the store (sum rules only); answers its sha.
+- ``finish`` {base}: the round's model from the version ``base`` and what was fused, written
+  to the store; answers its sha.
+- ``exit``.
+
+Every answer carries ``cpu_s`` (this process's user + system CPU seconds so far, from the OS) and
+``fuse_s`` (the wall seconds that command took). Tensors travel as files in the content-addressed
+store (safetensors), never through the pipe, and nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from fedtempo.aggregation.fusion import RunningSum
+from fedtempo.aggregation.sync import Fuser, sync_rule_from
+from fedtempo.service import wire
+from fedtempo.service.store import Blobs, failpoint
+
+
+def encode_partial(fused: RunningSum) -> bytes:
+    """A running sum as safetensors: the float64 total, its weight and count as metadata
+    (``repr`` of a float reads back to the same float)."""
+    if fused.total is None:
+        raise ValueError("nothing fused yet")
+    meta = {"weight": repr(fused.weight), "count": str(fused.count)}
+    return st_save({"total": fused.total}, metadata=meta)
+
+
+def decode_partial(data: bytes) -> RunningSum:
+    """What ``encode_partial`` wrote (the service's own blob; models on the wire are F32)."""
+    header_len = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8 : 8 + header_len])["__metadata__"]
+    total = st_load(data)["total"]
+    return RunningSum(total, float(meta["weight"]), int(meta["count"]))
+
+
+class Fusion:
+    """One worker's state: the round being fused."""
+
+    def __init__(self, blobs: Blobs) -> None:
+        self.blobs = blobs
+        self.layout: wire.Layout | None = None
+        self.fused: Fuser | None = None
+        self.rule: Any = None
+        self.adds = 0
+
+    def handle(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        op = cmd.get("op")
+        if op == "begin":
+            self.layout = wire.Layout.from_json(cmd["layout"])
+            self.rule = sync_rule_from(cmd["rule"])
+            self.fused = self.rule.fuser()
+            if cmd.get("partial"):
+                self.fused = decode_partial(self.blobs.get(str(cmd["partial"])))
+            self.adds = 0
+            return {"op": "begun"}
+        if self.fused is None or self.layout is None:
+            raise ValueError(f"{op!r} before 'begin'")
+        if op == "add":
+            vector = wire.parse(self.layout, self.blobs.get(str(cmd["sha"])))[0]
+            self.fused.add(vector, float(cmd["weight"]))
+            self.adds += 1
+            if self.adds == 1:
+                failpoint("mid-fusion")  # a test kills the worker with the round half fused
+            return {"op": "added", "count": self.fused.count}
+        if op == "checkpoint":
+            if not isinstance(self.fused, RunningSum):
+                raise ValueError("only a running sum can be handed back in part")
+            return {"op": "partial", "sha": self.blobs.put(encode_partial(self.fused))}
+        if op == "finish":
+            base = wire.parse(self.layout, self.blobs.get(str(cmd["base"])))[0]
+            model = self.rule.step(base, self.fused)
+            sha = self.blobs.put(wire.encode(self.layout, model))
+            return {"op": "done", "sha": sha, "count": self.fused.count}
+        raise ValueError(f"unknown command {op!r}")
+
+
+def cpu_seconds() -> float:
+    t = os.times()
+    return float(t.user + t.system)
+
+
+def serve(blobs: Blobs, inp: TextIO, out: TextIO) -> None:
+    torch.set_num_threads(1)  # one core per worker: the pool size is the core budget
+    fusion = Fusion(blobs)
+
+    def say(msg: dict[str, Any]) -> None:
+        out.write(json.dumps({**msg, "cpu_s": cpu_seconds()}) + "\n")
+        out.flush()
+
+    say({"op": "ready", "pid": os.getpid()})
+    for line in inp:
+        if not line.strip():
+            continue
+        t0 = time.perf_counter()
+        try:
+            cmd = json.loads(line)
+            if cmd.get("op") == "exit":
+                say({"op": "bye"})
+                return
+            answer = fusion.handle(cmd)
+        except Exception as exc:  # the service reads the reason; the worker stays usable
+            answer = {"op": "error", "error": f"{type(exc).__name__}: {exc}"}
+        say({**answer, "fuse_s": time.perf_counter() - t0})
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m fedtempo.service.fuseworker BLOBS_DIR")
+    serve(Blobs(Path(sys.argv[1])), sys.stdin, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

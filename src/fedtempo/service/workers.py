@@ -1,0 +1,135 @@
+"""Aggregator workers as processes the service starts and stops (SPEC C's "containers").
+
+A ``Launcher`` starts a worker and hands back a ``Worker``: a channel of JSON commands and
+answers (``fedtempo.service.fuseworker`` documents them). ``ProcessLauncher`` runs each worker
+as a child process of the service on this machine; ``RayLauncher`` (``fedtempo.service.rayworkers``)
+as a Ray actor on an existing cluster. The service measures each worker's deploy time (start
+until ready) itself, and records every worker's life in the ledger (``workers`` table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class WorkerDied(RuntimeError):
+    """The worker stopped answering (killed, crashed): it is replaced, nothing is lost."""
+
+
+class WorkerError(RuntimeError):
+    """The worker refused a command, with its reason."""
+
+
+class Worker(Protocol):
+    """One running aggregator worker."""
+
+    pid: int | None  # the OS process id (None where the worker is remote)
+    spawned: float  # wall time the launch began
+    ready: float  # wall time it answered "ready"
+    cpu_s: float  # its CPU seconds so far, as it last reported them
+
+    async def call(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Send one command, await its answer (WorkerDied, WorkerError)."""
+        ...
+
+    async def stop(self) -> None:
+        """Ask it to exit (and make sure it has)."""
+        ...
+
+
+class Launcher(Protocol):
+    name: str
+
+    async def spawn(self) -> Worker: ...
+
+
+class ProcessWorker:
+    """A worker process on this machine, spoken to over its stdin and stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, spawned: float) -> None:
+        self.proc, self.spawned = proc, spawned
+        self.pid: int | None = proc.pid
+        self.ready = spawned
+        self.cpu_s = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise WorkerDied(f"aggregator worker {self.pid} exited")
+        answer: dict[str, Any] = json.loads(line)
+        self.cpu_s = float(answer.get("cpu_s", self.cpu_s))
+        return answer
+
+    async def started(self) -> None:
+        answer = await self._read()
+        if answer.get("op") != "ready":
+            raise WorkerDied(f"aggregator worker {self.pid} did not start: {answer}")
+        self.ready = time.time()
+
+    async def call(self, command: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write((json.dumps(command) + "\n").encode())
+                await self.proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                raise WorkerDied(f"aggregator worker {self.pid} exited") from None
+            answer = await self._read()
+        if answer.get("op") == "error":
+            raise WorkerError(str(answer.get("error")))
+        return answer
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(WorkerDied, WorkerError, TimeoutError):
+                await asyncio.wait_for(self.call({"op": "exit"}), timeout=5.0)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout=5.0)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL (tests, and a worker that does not stop)."""
+        if self.proc.returncode is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+
+class ProcessLauncher:
+    """Workers as child processes: ``python -m fedtempo.service.fuseworker BLOBS``."""
+
+    name = "process"
+
+    def __init__(self, blobs: Path) -> None:
+        self.blobs = blobs
+
+    async def spawn(self) -> ProcessWorker:
+        spawned = time.time()
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fedtempo.service.fuseworker",
+            str(self.blobs),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        worker = ProcessWorker(proc, spawned)
+        try:
+            await asyncio.wait_for(worker.started(), timeout=120.0)
+        except (WorkerDied, TimeoutError):
+            worker.kill()
+            await proc.wait()
+            raise WorkerDied("an aggregator worker failed to start") from None
+        return worker
