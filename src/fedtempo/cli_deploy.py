@@ -71,17 +71,30 @@ def serve(
         Path | None,
         typer.Option("--admin-file", help="First start: write the admin credential here (0600)."),
     ] = None,
+    aggregation: Annotated[
+        str, typer.Option(help="When aggregator workers run: eager, lazy or jit.")
+    ] = "jit",
+    workers: Annotated[
+        str, typer.Option(help="Aggregator workers at most at once, or ray://HOST:PORT (or 'ray').")
+    ] = "2",
+    grace_s: Annotated[
+        float, typer.Option("--grace-s", help="JIT: release a worker this long past A_hat.")
+    ] = 30.0,
 ) -> None:
-    """Serve many jobs over HTTP(S), durably (SQLite WAL + fsync'd safetensors blobs)."""
+    """Serve many jobs over HTTP(S), durably (SQLite WAL + fsync'd safetensors blobs); rounds
+    are fused by aggregator worker processes started as the policy says."""
     from fedtempo.experiment.deploy import blueprint
     from fedtempo.service.server import ServeError
     from fedtempo.service.server import serve as run_server
     from fedtempo.service.store import StoreError
 
     try:
+        settings, ray_address = _aggregation(aggregation, workers, grace_s)
         run_server(
             state,
             blueprint,
+            aggregation=settings,
+            ray_address=ray_address,
             host=host,
             port=port,
             cert=tls_cert,
@@ -89,8 +102,27 @@ def serve(
             self_signed_tls=tls_self_signed,
             admin_file=admin_file,
         )
-    except (ServeError, StoreError) as exc:
+    except (ServeError, StoreError, ValueError) as exc:
         raise _fail(exc) from None
+
+
+def _aggregation(policy: str, workers: str, grace_s: float) -> tuple[Any, str | None]:
+    """``--aggregation`` / ``--workers``: the settings, and a Ray address if one was given."""
+    from fedtempo.service.aggregation import AggregationSettings
+
+    ray_address = None
+    if workers == "ray" or workers.startswith("ray://"):
+        ray_address, count = ("auto" if workers == "ray" else workers), 0
+    else:
+        try:
+            count = int(workers)
+        except ValueError:
+            raise ValueError(
+                f"--workers: {workers!r} is neither a number nor a ray:// address"
+            ) from None
+    if policy not in ("eager", "lazy", "jit"):
+        raise ValueError(f"--aggregation: {policy!r} is not one of eager, lazy, jit")
+    return AggregationSettings(policy, count or 2, grace_s=grace_s), ray_address  # type: ignore[arg-type]
 
 
 @job_app.command("create")

@@ -24,7 +24,7 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = state.parent / f"{state.name}-serve.log"
 
-    def start(self, failpoint: str | None = None) -> None:
+    def start(self, failpoint: str | None = None, args: tuple[str, ...] = ()) -> None:
         env = {k: v for k, v in os.environ.items() if k != "FEDTEMPO_FAILPOINT"}
         if failpoint:
             env["FEDTEMPO_FAILPOINT"] = failpoint
@@ -40,6 +40,7 @@ class Server:
         ]
         if self.tls:
             cmd.append("--tls-self-signed")
+        cmd.extend(args)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,11 +27,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from fedtempo.service import auth, wire
-from fedtempo.service.accounting import Accounting
-from fedtempo.service.aggregation import Aggregation, AggregationSettings
-from fedtempo.service.asyncjob import AsyncJob
-from fedtempo.service.jobs import Blueprint, Job, JobFactory, Rejected
+from fedtempo.service import auth
+from fedtempo.service.aggregation import AggregationSettings
+from fedtempo.service.core import Service
+from fedtempo.service.jobs import JobFactory, Rejected
 from fedtempo.service.requests import (
     JSON_LIMIT,
     EnrollRequest,
@@ -41,153 +39,12 @@ from fedtempo.service.requests import (
     read_body,
     read_json,
 )
-from fedtempo.service.rounds import RoundsJob
-from fedtempo.service.store import Store, StoreError
-from fedtempo.service.workers import Launcher, ProcessLauncher
+from fedtempo.service.store import StoreError
+from fedtempo.service.views import add_views, describe
+from fedtempo.service.workers import Launcher
 
 log = logging.getLogger("fedtempo.service")
 TICK_S = 0.2  # how often deadlines and leases are checked
-
-
-def make_job(job_id: str, store: Store, blueprint: Blueprint) -> Job:
-    kind = RoundsJob if blueprint.settings.kind == "rounds" else AsyncJob
-    return kind(job_id, store, blueprint)
-
-
-class Service:
-    """The server's state: the store, the live jobs, the admin credential's hash, the
-    aggregator workers."""
-
-    def __init__(
-        self,
-        root: Path,
-        factory: JobFactory,
-        clock: Callable[[], float] = time.time,
-        aggregation: AggregationSettings | None = None,
-        launcher: Launcher | None = None,
-    ):
-        self.store, self.factory, self.clock = Store(root), factory, clock
-        self.store.collect_garbage()
-        self.new_admin_token: str | None = None
-        if self.store.meta("admin_hash") is None:
-            token = auth.new_admin_token()
-            with self.store.tx() as db:
-                db.execute("INSERT INTO meta VALUES ('admin_hash', ?)", (auth.token_hash(token),))
-            self.new_admin_token = token
-        self.jobs: dict[str, Job] = {}
-        self.broken: dict[str, str] = {}  # jobs this fedtempo cannot load, with the reason
-        for row in self.store.db.execute("SELECT id, spec FROM jobs").fetchall():
-            try:
-                bp = factory(json.loads(row["spec"]))
-            except (ValueError, TypeError, KeyError) as exc:
-                # one job that no longer builds (a changed model zoo, say) must not take the
-                # other jobs down: it is refused with its reason, its state left untouched
-                self.broken[row["id"]] = str(exc)
-                log.warning("job %s cannot be loaded: %s", row["id"], exc)
-                continue
-            self.jobs[row["id"]] = make_job(row["id"], self.store, bp)
-        self._changed: dict[str, asyncio.Event] = {}
-        self._nonces: set[tuple[str, str]] = set()  # staged, not yet committed
-        self.auth_failures = 0
-        self.accounting = Accounting(self.store, clock)
-        self.aggregation = Aggregation(
-            aggregation or AggregationSettings(),
-            launcher or ProcessLauncher(self.store.blobs),
-            lambda: self.jobs,
-            clock,
-            self.changed,
-            self.accounting,
-        )
-
-    def changed(self, job_id: str) -> None:
-        event = self._changed.pop(job_id, None)
-        if event is not None:
-            event.set()
-        self.aggregation.notify(job_id)
-
-    def event(self, job_id: str) -> asyncio.Event:
-        return self._changed.setdefault(job_id, asyncio.Event())
-
-    def job(self, job_id: str) -> Job:
-        if job_id in self.broken:
-            raise Rejected(409, f"job {job_id} cannot be loaded: {self.broken[job_id]}")
-        if job_id not in self.jobs:
-            raise Rejected(404, f"no job {job_id!r}")
-        return self.jobs[job_id]
-
-    def create(self, name: str, spec: dict[str, Any]) -> str:
-        try:
-            bp = self.factory(spec)
-        except (ValueError, TypeError, KeyError) as exc:
-            message = str(exc)
-            prefix = "" if message.startswith("job spec") else "job spec: "
-            raise Rejected(422, prefix + message) from None
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "job"
-        job_id = f"{slug}-{secrets.token_hex(3)}"
-        sha = self.store.put_blob(wire.encode(bp.layout, bp.initial))
-        with self.store.tx() as db:
-            db.execute(
-                "INSERT INTO jobs (id, name, spec, kind, status, created, version) "
-                "VALUES (?,?,?,?, 'running', ?, 0)",
-                (job_id, name, json.dumps(spec), bp.settings.kind, self.clock()),
-            )
-            db.execute("INSERT INTO versions VALUES (?, 0, ?)", (job_id, sha))
-        self.jobs[job_id] = make_job(job_id, self.store, bp)
-        return job_id
-
-    def check_admin(self, request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        stored = self.store.meta("admin_hash") or ""
-        if not header.startswith("Bearer ") or not auth.token_matches(header[7:], stored):
-            self.auth_failures += 1
-            raise Rejected(401, "admin credential missing or wrong")
-
-    def check_party(self, request: Request, job: Job, body: bytes, stage: bool = False) -> int:
-        """The enrolled party that signed ``request`` (its id), or Rejected. Its nonce is
-        recorded at once, or with ``stage`` in the request's own transaction (the caller then
-        calls ``settle`` before its first await)."""
-        h = request.headers
-        name, ts, nonce, sig = (
-            h.get(k, "") for k in (auth.H_PARTY, auth.H_TIME, auth.H_NONCE, auth.H_SIG)
-        )
-        if not (name and ts and nonce and sig):
-            self.auth_failures += 1
-            raise Rejected(401, "unsigned request: party signature headers missing")
-        row = self.store.db.execute(
-            "SELECT id, public_key FROM parties WHERE job=? AND name=?", (job.id, name)
-        ).fetchone()
-        try:
-            signature, stamp = auth.unb64(sig), float(ts)
-        except ValueError:
-            signature, stamp = b"", float("nan")
-        message = auth.signed_message(request.method, request.url.path, name, ts, nonce, body)
-        if row is None or not auth.verify(bytes(row["public_key"]), signature, message):
-            self.auth_failures += 1
-            raise Rejected(401, f"signature does not verify for a party of job {job.id}")
-        now = self.clock()
-        if not abs(now - stamp) <= auth.WINDOW_S:
-            self.auth_failures += 1
-            raise Rejected(401, f"request timestamp outside the {auth.WINDOW_S:.0f} s window")
-        key = f"{job.id}/{name}"
-        seen = self.store.db.execute(
-            "SELECT 1 FROM nonces WHERE party_key=? AND nonce=?", (key, nonce)
-        ).fetchone()
-        if seen is not None or (key, nonce) in self._nonces:
-            self.auth_failures += 1
-            raise Rejected(401, "replayed request: nonce already used")
-        # recorded with the request's own transaction (or alone, by ``settle``)
-        self._nonces.add((key, nonce))
-        self.store.stage("INSERT INTO nonces VALUES (?,?,?)", (key, nonce, now))
-        if not stage:
-            self.settle()
-        return int(row["id"])
-
-    def settle(self) -> None:
-        """Commit what a request staged (its nonce) if its own transaction did not."""
-        try:
-            self.store.flush()
-        finally:
-            self._nonces.clear()
 
 
 def create_app(
@@ -202,26 +59,9 @@ def create_app(
     service = Service(root, factory, clock, aggregation, launcher)
 
     async def ticker() -> None:
-        last_purge = 0.0
         while True:
             await asyncio.sleep(TICK_S)
-            now = service.clock()
-            if now - last_purge > 10.0:
-                with service.store.tx() as db:
-                    db.execute("DELETE FROM nonces WHERE ts < ?", (now - 2 * auth.WINDOW_S,))
-                last_purge = now
-            for job_id, job in list(service.jobs.items()):
-                try:
-                    before = (job.current_version(), job.status)
-                    job.tick(now)
-                    if (job.current_version(), job.status) != before or job.waiting:
-                        service.changed(job_id)
-                except (Rejected, StoreError, sqlite3.Error) as exc:
-                    log.warning("job %s: tick failed: %s", job_id, exc)
-            try:
-                service.aggregation.step()
-            except (StoreError, sqlite3.Error) as exc:
-                log.warning("aggregation step failed: %s", exc)
+            service.tick_all()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -233,6 +73,7 @@ def create_app(
 
     app = FastAPI(title="fedtempo", version="1", lifespan=lifespan)
     app.state.service = service
+    add_views(app, service)
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected) -> JSONResponse:
@@ -270,12 +111,12 @@ def create_app(
     async def list_jobs(request: Request) -> dict[str, Any]:
         service.check_admin(request)
         now = service.clock()
-        return {"jobs": [j.describe(now) for j in service.jobs.values()]}
+        return {"jobs": [describe(service, j, now) for j in service.jobs.values()]}
 
     @app.get("/v1/jobs/{job_id}")
     async def job_status(job_id: str, request: Request) -> dict[str, Any]:
         service.check_admin(request)
-        return service.job(job_id).describe(service.clock())
+        return describe(service, service.job(job_id), service.clock())
 
     @app.post("/v1/jobs/{job_id}/stop")
     async def stop_job(job_id: str, request: Request) -> dict[str, Any]:

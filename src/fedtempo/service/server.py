@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
 
+from fedtempo.service.aggregation import AggregationSettings
 from fedtempo.service.jobs import JobFactory
 
 
@@ -104,9 +106,12 @@ def serve(
     self_signed_tls: bool = False,
     admin_file: Path | None = None,
     announce: bool = True,
+    aggregation: AggregationSettings | None = None,
+    ray_address: str | None = None,
 ) -> None:
     """Serve ``state`` (resumed if it exists) until interrupted."""
     from fedtempo.service.app import create_app
+    from fedtempo.service.workers import Launcher, ProcessLauncher
 
     check_tls(host, cert, key, self_signed_tls)
     if self_signed_tls:
@@ -114,7 +119,13 @@ def serve(
         if announce:
             print(f"TLS certificate {cert} (SHA-256 {fingerprint})", flush=True)
     state.mkdir(parents=True, exist_ok=True)
-    app = create_app(state, factory)
+    launcher: Launcher = ProcessLauncher(state / "blobs")
+    if ray_address is not None:
+        from fedtempo.service.rayworkers import RayLauncher
+
+        launcher = RayLauncher(state / "blobs", ray_address)
+        aggregation = replace(aggregation or AggregationSettings(), workers=launcher.capacity())
+    app = create_app(state, factory, aggregation=aggregation, launcher=launcher)
     token = app.state.service.new_admin_token
     if token is not None:
         if admin_file is not None:
@@ -127,8 +138,12 @@ def serve(
             print(f"admin credential (shown once, keep it): {token}", flush=True)
     scheme = "https" if cert else "http"
     if announce:
-        jobs = len(app.state.service.jobs)
-        print(f"fedtempo serving {state} on {scheme}://{host}:{port} ({jobs} jobs)", flush=True)
+        jobs, agg = len(app.state.service.jobs), app.state.service.aggregation.s
+        print(
+            f"fedtempo serving {state} on {scheme}://{host}:{port} ({jobs} jobs; "
+            f"{agg.policy} aggregation, at most {agg.workers} {launcher.name} workers)",
+            flush=True,
+        )
     uvicorn.run(
         app,
         host=host,
