@@ -65,10 +65,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, args: tuple[str, ...] = ()) -> None:
         self.state, self.port = state, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         admin = state.parent / "admin.txt"
+        self.log = open(state.parent / f"{state.name}-serve.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 *CLI,
@@ -79,9 +80,10 @@ class Server:
                 str(self.port),
                 "--admin-file",
                 str(admin),
+                *args,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
         )
         for _ in range(600):
             try:
@@ -104,6 +106,7 @@ class Server:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self.log.close()
 
 
 class Conn:

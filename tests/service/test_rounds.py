@@ -77,3 +77,21 @@ def test_a_round_below_quorum_at_its_deadline_fails_and_a_new_one_starts(tmp_pat
     again = _ask_all(parties)
     assert all(isinstance(t, WorkTask) and t.round == 1 for t in again)
     svc.close()
+
+
+def test_gather_counts_from_a_partys_first_ask_however_often_it_polls(tmp_path: Path) -> None:
+    """Quorum parties that keep long-polling start the round gather_s after they first asked."""
+    clock = Clock()
+    svc = InProcess(tmp_path / "state", clock)
+    spec = tiny_spec(
+        {"algorithm": "fedavg", "rounds": 1, "clients_per_round": 3}, quorum=2, gather_s=1.0
+    )
+    job = svc.create(spec)
+    parties = [svc.party(svc.enroll(job, f"p{i}"), {}, 4) for i in range(3)]
+    for _ in range(3):  # asking every 0.4 s: still gathering
+        assert parties[0].ask() is None and parties[1].ask() is None
+        clock.t += 0.4
+    tasks = [parties[0].ask(), parties[1].ask()]  # 1.2 s after their first ask
+    assert all(isinstance(t, WorkTask) and t.round == 0 for t in tasks)
+    assert svc.status(job)["round"]["cohort"] == [0, 1]
+    svc.close()

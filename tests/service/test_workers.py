@@ -201,3 +201,29 @@ def test_least_laxity_first_under_a_pool_of_one(tmp_path: Path) -> None:
     assert list(agg.held) == [jobs["b"]]  # the least laxity got the only worker
     assert agg.queue(clock.t) == [jobs["c"], jobs["a"]]
     svc.close()
+
+
+def test_a_round_closed_before_a_restart_is_fused_after_it_with_the_same_model(
+    tmp_path: Path,
+) -> None:
+    """The server stops with a round closed and no worker up (none could start): after the
+    restart, a worker fuses the stored updates and publishes the model the rule gives."""
+    spec = _spec(1)
+    svc = InProcess(
+        tmp_path / "s",
+        aggregation=AggregationSettings("lazy", workers=1),
+        launcher=Blocking(),  # type: ignore[arg-type]
+    )
+    job = svc.create(spec)
+    parties = _parties(svc, job, 1)
+    tasks = _tasks(parties)
+    for i in (2, 1, 0):
+        parties[i].step(tasks[i], PartyStats())
+    assert svc.status(job)["round"]["closing"] and svc.status(job)["version"] == 0
+    token = svc.token
+    svc.close()
+    again = InProcess(tmp_path / "s", token=token, aggregation=AggregationSettings("lazy"))
+    again.wait_version(job, 1)
+    assert torch.equal(_model(again, job), _direct(spec, [[2, 1, 0]]))
+    assert again.status(job)["status"] == "done"
+    again.close()

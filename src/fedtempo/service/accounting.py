@@ -9,13 +9,15 @@
 - prediction error: JIT's A_hat minus the actual close, per round;
 - eager-equivalent container-seconds: every rounds job holding a worker from creation to end.
 
-Worker lives and round times are in the ledger (``workers``, ``rounds``), so the figures
+Worker lives are wall-clock times (the launcher's, whatever clock the service runs on); round
+times are the service clock's. Both are in the ledger (``workers``, ``rounds``), so the figures
 survive restarts; prediction errors, fallbacks and partial fusions are counted in memory.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -97,9 +99,9 @@ class Accounting:
         ]
 
     def job(self, job: str) -> dict[str, Any]:
-        now = self.clock()
+        now, wall = self.clock(), time.time()
         lives = self.workers(job)
-        container = sum((w["exited"] or now) - w["spawned"] for w in lives)
+        container = sum((w["exited"] or wall) - w["spawned"] for w in lives)
         deploys = [w["ready"] - w["spawned"] for w in lives if w["ready"] is not None]
         rounds = self.store.db.execute(
             "SELECT started, closing_at, published FROM rounds WHERE job=? AND "

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -173,8 +174,10 @@ class Aggregation:
     def _wants(self, job: RoundsJob, now: float) -> tuple[bool, bool, float]:
         """(wants a worker, only for the queue bound, its laxity)."""
         r, plan = job.open, self._plan(job.id)
+        if job.status != "running":  # done, or stopped by the admin: nothing more to publish
+            return False, False, math.inf
         if self.s.policy == "eager":
-            return job.status == "running" or r is not None, False, -math.inf
+            return True, False, -math.inf
         if r is None:
             return False, False, math.inf
         if r.closing is not None:
@@ -298,7 +301,7 @@ class Aggregation:
             self.held.pop(held.job, None)
             self._wake.pop(held.job, None)
             if held.worker is not None and wid is not None:
-                self.acct.exited(wid, held.worker, self.clock(), outcome)
+                self.acct.exited(wid, held.worker, time.time(), outcome)
 
     async def _serve(self, held: Held, job: RoundsJob, worker: Worker) -> None:
         event = self._wake.setdefault(job.id, asyncio.Event())
@@ -334,7 +337,7 @@ class Aggregation:
             if r.closing is not None and not job.pending(held.fed_seq):
                 base = job.version_sha(job.current_version())
                 answer = await worker.call({"op": "finish", "base": base})
-                if job.open is r:
+                if job.open is r and job.status == "running":
                     job.publish_round(r.number, str(answer["sha"]), self.clock())
                     self.changed(job.id)
                 held.round = None

@@ -42,8 +42,9 @@ IDLE_FRESH_S = 35.0  # an idle party is dispatched to only if it asked this rece
 @dataclass(frozen=True)
 class JobSettings:
     """How the service drives a job (wall seconds). ``clients_per_round`` None: every enrolled
-    party with data; ``quorum``: updates a round needs at its deadline; ``gather_s``: how long
-    a round waits for more parties once ``quorum`` of them ask."""
+    party with data; ``quorum``: updates a round needs at its deadline (with
+    ``close_at_quorum``: the updates that close it at once); ``gather_s``: how long a round
+    waits for more parties once ``quorum`` of them ask."""
 
     kind: Literal["rounds", "async"]
     seed: int = 0
@@ -166,7 +167,7 @@ class Job:
     def __init__(self, job_id: str, store: Store, blueprint: Blueprint) -> None:
         self.id, self.store, self.bp = job_id, store, blueprint
         self.s = blueprint.settings
-        self.waiting: dict[int, float] = {}  # party id -> when it last asked for work, idle
+        self.waiting: dict[int, float] = {}  # party id -> when it asked for work, idle
         self.seen: dict[int, float] = {}  # party id -> its last request (online if recent)
         self.load()
 

@@ -9,6 +9,7 @@ rounds and commits what the workers wrote."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,7 @@ class RoundsJob(Job):
         r = self.open
         if r is not None and r.closing is None and party in r.cohort and party not in r.got:
             return self._task(r, party)
-        self.waiting[party] = now
+        self.waiting.setdefault(party, now)  # since when it waits (its long-polls repeat)
         if r is None:
             self._maybe_start(now)
             r = self.open
@@ -118,7 +119,8 @@ class RoundsJob(Job):
         return None
 
     def _maybe_start(self, now: float) -> None:
-        fresh = sorted(p for p, t in self.waiting.items() if now - t <= POLL_FRESH_S)
+        # waiting since ``waiting[p]``, and still asking (a party that went away is left out)
+        fresh = sorted(p for p in self.waiting if now - self.seen.get(p, -math.inf) <= POLL_FRESH_S)
         samples = self.samples()
         need = self.s.clients_per_round or len(samples)  # None: every enrolled party
         ready = [p for p in fresh if p < len(samples) and samples[p] > 0]

@@ -1,0 +1,332 @@
+"""W-jit-live (BENCHMARKS.md): JIT aggregation in the process table.
+
+One real `fedtempo serve` process per run, its rounds fused by aggregator worker processes it
+starts and stops itself (`--aggregation eager|lazy|jit --workers C`). 20 FedAvg jobs x 30
+parties, 10 rounds, a round closing at its quorum of 20 (`[job] close = "quorum"`); the parties'
+round durations are W-jit's (FLHetBench phone compute, FCC links, 30% intermittent with FLASH
+windows), played on the wall clock at 1/SCALE speed by lean asyncio parties on this machine that
+skip training and upload a precomputed delta of the job's model size, signed and durable as any
+update. As in the simulator's model, a straggler drops its work when its round closes and joins
+the next one: a watcher per job polls the job's status (admin, twice a second) and wakes the
+job's parties when the round changes, standing in for a server that tells stragglers to stop.
+
+Models: ~100 KB (logreg on MNIST, 7,850 parameters) for the full setting; ~10 MB (the zoo's mlp
+on 112 x 112 inputs, 2.55 M parameters) in a smaller setting (4 jobs x 10 parties, quorum 7, 5
+rounds), since 20 x 20 uploads of 10 MB per round would measure this machine's disk rather than
+aggregation.
+
+Figures, read from the service's own ledger after each run: worker container-seconds (spawn to
+exit) and CPU-seconds (the worker processes' own, from the OS), deploys, the measured deploy time,
+aggregation latency (publish minus the arrival that closed the round) median and p95, the median
+round; JIT's saving against eager and its added latency as a share of eager's median round; and
+the simulator's prediction (`fedtempo.sim.jit` on the same arrivals, with the deploy and fusion
+times this service measured) of the same saving.
+
+    python benchmarks/w_jit_live.py [--quick] [--seed 0]
+
+Results: benchmarks/results/w_jit_live.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import report
+from w_jit import Parties, make_jobs, population, simulate
+from w_live import Conn, Server
+
+from fedtempo.experiment.deploy import blueprint
+from fedtempo.service import auth, wire
+from fedtempo.service.client import Admin
+from fedtempo.service.jobs import Envelope
+from fedtempo.sim.jit import JitSettings
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    model: dict[str, Any]
+    input_shape: tuple[int, ...]
+    nbytes: float  # what the arrival model transfers per session
+    jobs: int
+    per_job: int
+    quorum: int
+    rounds: int
+    pools: tuple[int, ...]
+    scale: float  # virtual seconds per wall second
+
+
+def settings(quick: bool) -> list[Setting]:
+    small, large = ({"name": "logreg"}, (1, 28, 28)), ({"name": "mlp"}, (1, 112, 112))
+    if quick:
+        return [Setting("100KB", *small, 31_400, 3, 6, 4, 3, (3,), 8.0)]
+    return [
+        Setting("100KB", *small, 31_400, 20, 30, 20, 10, (20, 5), 4.0),
+        Setting("10MB", *large, 10_200_000, 4, 10, 7, 5, (2,), 4.0),
+    ]
+
+
+def spec(s: Setting, deadline_s: float) -> dict[str, Any]:
+    return {
+        "name": "w-jit-live",
+        "seed": 0,
+        "model": s.model,
+        "server": {"algorithm": "fedavg", "rounds": s.rounds, "clients_per_round": s.per_job},
+        "job": {"quorum": s.quorum, "close": "quorum", "gather_s": 2.0, "deadline_s": deadline_s},
+        "input_shape": list(s.input_shape),
+        "num_classes": 10,
+    }
+
+
+class Rounds:
+    """Per job, an event set each time its open round changes (closes or a new one opens)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, asyncio.Event] = {}
+
+    def event(self, job: str) -> asyncio.Event:
+        return self.events.setdefault(job, asyncio.Event())
+
+    async def watch(self, admin: Admin, jobs: list[str], stop: asyncio.Event) -> None:
+        last: dict[str, Any] = {}
+        while not stop.is_set():
+            for job in jobs:
+                st = await asyncio.to_thread(admin.status, job)
+                r = st.get("round")
+                key = (st["version"], r and r["number"], r and r["closing"])
+                if last.get(job) != key:
+                    last[job] = key
+                    self.events.pop(job, asyncio.Event()).set()
+            await asyncio.sleep(0.5)
+
+
+async def party(
+    url: str,
+    cred: auth.Credential,
+    layout: wire.Layout,
+    delta: torch.Tensor,
+    arrival: Any,
+    t0: float,
+    scale: float,
+    rounds: Rounds,
+    stop: asyncio.Event,
+) -> None:
+    """Ask for work; per task, wait the round's (scaled) duration from the W-jit arrival model,
+    then upload; a straggler whose round closes first drops it and asks again."""
+    host, port = url.removeprefix("http://").split(":")
+    conn: Conn | None = None
+
+    async def send(method: str, path: str, body: bytes, ctype: str) -> Any:
+        """One signed request; a connection the server closed while idle is opened again."""
+        nonlocal conn
+        for _ in range(3):
+            if conn is None:
+                conn = Conn(*await asyncio.open_connection(host, int(port)))
+            h = cred.headers(method, path, body, time.time())
+            try:
+                return await conn.request(method, path, body, {**h, "content-type": ctype})
+            except (OSError, IndexError, asyncio.IncompleteReadError):
+                conn.writer.close()
+                conn = None
+        raise ConnectionError(f"{cred.party}: the server does not answer")
+
+    base = f"/v1/jobs/{cred.job}"
+    while not stop.is_set():
+        body = json.dumps({"samples": 10, "wait_s": 5.0}).encode()
+        _, task = await send("POST", base + "/work", body, "application/json")
+        if task.get("done"):
+            break
+        if "task" not in task:
+            continue
+        changed = rounds.event(cred.job)
+        now_v = (time.time() - t0) * scale
+        lands = arrival(int(task["round"]), now_v)
+        wait = (lands - now_v) / scale if math.isfinite(lands) else 3600.0
+        try:
+            await asyncio.wait_for(changed.wait(), timeout=max(0.0, wait))
+            if changed.is_set() and not math.isfinite(lands):
+                continue  # the round moved on without this party
+            if changed.is_set():
+                continue  # closed before this straggler finished: its work is dropped
+        except TimeoutError:
+            pass
+        env = Envelope(task["task"], task["base_version"], 10, 1, 0.1)
+        payload = wire.encode(layout, delta, env.to_meta())
+        await send("PUT", f"{base}/updates/{task['task']}", payload, "application/octet-stream")
+    if conn is not None:
+        conn.writer.close()
+
+
+def ledger(state: Path) -> dict[str, Any]:
+    """The run's figures from the service's own ledger (read after the server stopped)."""
+    db = sqlite3.connect(state / "ledger.sqlite")
+    db.row_factory = sqlite3.Row
+    workers = db.execute("SELECT * FROM workers").fetchall()
+    rounds = db.execute("SELECT * FROM rounds WHERE published IS NOT NULL").fetchall()
+    jobs = db.execute("SELECT * FROM jobs").fetchall()
+    db.close()
+    latency = [r["published"] - r["closing_at"] for r in rounds]
+    round_s = [r["published"] - r["started"] for r in rounds]
+    end = max(w["exited"] or w["spawned"] for w in workers)
+    return {
+        "container_s": sum((w["exited"] or end) - w["spawned"] for w in workers),
+        "cpu_s": sum(w["cpu_s"] for w in workers),
+        "deploys": float(len(workers)),
+        "deploy_s_median": statistics.median(w["ready"] - w["spawned"] for w in workers),
+        "latency_median": statistics.median(latency),
+        "latency_p95": float(np.percentile(latency, 95)),
+        "round_median": statistics.median(round_s),
+        "rounds_published": float(len(rounds)),
+        "job_completion_median": statistics.median(
+            (j["finished"] or end) - j["created"] for j in jobs
+        ),
+        "died": float(sum(1 for w in workers if str(w["outcome"]).startswith("died"))),
+    }
+
+
+def run(s: Setting, policy: str, pool: int, seed: int, tmp: Path) -> dict[str, Any]:
+    state = tmp / f"{s.name}-{policy}-{pool}"
+    srv = Server(state, ("--aggregation", policy, "--workers", str(pool), "--grace-s", "10"))
+    try:
+        admin = Admin(srv.url, srv.token)
+        pop, inter = population(s.jobs * s.per_job, seed)
+        parties = Parties(pop, inter, s.per_job, 8.0 * s.nbytes)
+        js = spec(s, deadline_s=60.0)
+        layout = blueprint(js).layout
+        gen = torch.Generator().manual_seed(seed)
+        creds: list[tuple[int, int, auth.Credential]] = []
+        job_ids = []
+        for j in range(s.jobs):
+            job = admin.create_job(f"job{j}", js)
+            job_ids.append(job)
+            for p in range(s.per_job):
+                key = auth.new_key()
+                admin.enroll(job, f"p{p}", auth.b64(auth.public_key_bytes(key)))
+                creds.append(
+                    (j, p, auth.Credential(srv.url, job, f"p{p}", auth.private_bytes(key)))
+                )
+        deltas = {j: 0.001 * torch.randn(layout.numel, generator=gen) for j in range(s.jobs)}
+        t0 = time.time()
+
+        def arrival_of(j: int, p: int) -> Any:
+            return lambda r, now_v: parties.arrival(j, p, r, now_v)
+
+        async def main() -> None:
+            stop, rounds = asyncio.Event(), Rounds()
+            tasks = [
+                asyncio.create_task(
+                    party(
+                        srv.url, c, layout, deltas[j], arrival_of(j, p), t0, s.scale, rounds, stop
+                    )
+                )
+                for j, p, c in creds
+            ]
+            tasks.append(asyncio.create_task(rounds.watch(admin, job_ids, stop)))
+            limit = time.monotonic() + 900
+            while time.monotonic() < limit:
+                await asyncio.sleep(1.0)
+                if all(x["status"] != "running" for x in admin.jobs()):
+                    break
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(main())
+        wall = time.time() - t0
+        status = admin.jobs()
+        measured = admin._json("GET", "/v1/dashboard")  # the service's own deploy/fusion EWMA
+    finally:
+        srv.stop()
+    out = ledger(state)
+    out["wall_s"] = wall
+    out["jobs_done"] = float(sum(1 for x in status if x["status"] == "done"))
+    out["fuse_s_per_update"] = float(measured["fuse_s"])
+    out["deploy_s_ewma"] = float(measured["deploy_s"])
+    return out
+
+
+def predicted_saving(
+    s: Setting, seed: int, pool: int, deploy_wall: float, fuse_wall: float
+) -> float:
+    """The simulator's JIT saving vs eager for this setting, deploy and fusion as measured."""
+    pop, inter = population(s.jobs * s.per_job, seed)
+    parties = Parties(pop, inter, s.per_job, 8.0 * s.nbytes)
+    deploy_v, fuse_v = deploy_wall * s.scale, fuse_wall * s.scale
+    jobs = make_jobs(parties, s.jobs, s.per_job, s.rounds, deploy_v, fuse_v)
+    jobs = [
+        type(j)(j.job, j.parties, j.rounds, s.quorum, j.deploy_s, j.fuse_s, j.profile_s)
+        for j in jobs
+    ]
+    sets = JitSettings(safety_sd=1.0, alpha=0.3, margin_s=0.25 * s.scale, grace_s=10.0 * s.scale)
+    eager = simulate("eager", pool, parties, jobs, sets)["aggregator_s"]
+    jit = simulate("jit", pool, parties, jobs, sets)["aggregator_s"]
+    return 1 - jit / eager
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    figures: dict[str, float] = {}
+    targets: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in settings(args.quick):
+            for pool in s.pools:
+                tag = f"{s.name}_C{pool}"
+                res = {}
+                for policy in ("eager", "lazy", "jit"):
+                    print(f"{tag} {policy} ...", flush=True)
+                    res[policy] = run(s, policy, pool, args.seed, Path(tmp))
+                    for k, v in res[policy].items():
+                        figures[f"{tag}_{policy}_{k}"] = v
+                eager = res["eager"]
+                for policy in ("lazy", "jit"):
+                    saving = 1 - res[policy]["container_s"] / eager["container_s"]
+                    figures[f"{tag}_{policy}_saving_vs_eager"] = saving
+                added = (res["jit"]["latency_median"] - eager["latency_median"]) / eager[
+                    "round_median"
+                ]
+                figures[f"{tag}_jit_added_latency_share_of_round"] = added
+                predicted = predicted_saving(
+                    s,
+                    args.seed,
+                    pool,
+                    res["jit"]["deploy_s_median"],
+                    res["jit"]["fuse_s_per_update"],
+                )
+                figures[f"{tag}_sim_predicted_jit_saving"] = predicted
+                saving = figures[f"{tag}_jit_saving_vs_eager"]
+                gap = abs(predicted - saving)
+                targets[f"{tag}: JIT >= 70% fewer container-s than eager"] = {
+                    "value": saving,
+                    "met": saving >= 0.7,
+                }
+                targets[f"{tag}: JIT added latency <= 2% of median round"] = {
+                    "value": added,
+                    "met": added <= 0.02,
+                }
+                targets[f"{tag}: simulator's predicted saving within 5 points"] = {
+                    "value": gap,
+                    "met": gap <= 0.05,
+                }
+    report("W-jit-live", "W-jit-live", figures, targets, args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
