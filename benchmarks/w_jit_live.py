@@ -43,16 +43,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import simpy
 import torch
 from common import report
-from w_jit import Parties, make_jobs, population, simulate
+from w_jit import Parties, make_jobs, population
 from w_live import Conn, Server
 
 from fedtempo.experiment.deploy import blueprint
 from fedtempo.service import auth, wire
 from fedtempo.service.client import Admin
 from fedtempo.service.jobs import Envelope
-from fedtempo.sim.jit import JitSettings
+from fedtempo.sim.jit import AggregationService, JitSettings
 
 
 @dataclass(frozen=True)
@@ -170,30 +171,39 @@ async def party(
         conn.writer.close()
 
 
-def ledger(state: Path) -> dict[str, Any]:
-    """The run's figures from the service's own ledger (read after the server stopped)."""
+def ledger(state: Path, names: dict[str, int]) -> dict[str, Any]:
+    """The run's figures from the service's own ledger (read after the server stopped), over
+    the jobs that completed every round (a job whose parties cannot make its quorum is stopped,
+    as the simulator's such jobs never complete); ``names``: job id -> job index."""
     db = sqlite3.connect(state / "ledger.sqlite")
     db.row_factory = sqlite3.Row
-    workers = db.execute("SELECT * FROM workers").fetchall()
-    rounds = db.execute("SELECT * FROM rounds WHERE published IS NOT NULL").fetchall()
-    jobs = db.execute("SELECT * FROM jobs").fetchall()
+    done = {r["id"] for r in db.execute("SELECT id FROM jobs WHERE status='done'")}
+    workers = [w for w in db.execute("SELECT * FROM workers") if w["job"] in done]
+    rounds = [
+        r
+        for r in db.execute("SELECT * FROM rounds WHERE published IS NOT NULL")
+        if r["job"] in done
+    ]
+    jobs = [j for j in db.execute("SELECT * FROM jobs") if j["id"] in done]
     db.close()
     latency = [r["published"] - r["closing_at"] for r in rounds]
     round_s = [r["published"] - r["started"] for r in rounds]
-    end = max(w["exited"] or w["spawned"] for w in workers)
     return {
-        "container_s": sum((w["exited"] or end) - w["spawned"] for w in workers),
+        "jobs_completed": float(len(done)),
+        "container_s": sum(w["exited"] - w["spawned"] for w in workers),
         "cpu_s": sum(w["cpu_s"] for w in workers),
         "deploys": float(len(workers)),
         "deploy_s_median": statistics.median(w["ready"] - w["spawned"] for w in workers),
         "latency_median": statistics.median(latency),
         "latency_p95": float(np.percentile(latency, 95)),
         "round_median": statistics.median(round_s),
-        "rounds_published": float(len(rounds)),
-        "job_completion_median": statistics.median(
-            (j["finished"] or end) - j["created"] for j in jobs
-        ),
+        "job_completion_median": statistics.median(j["finished"] - j["created"] for j in jobs),
         "died": float(sum(1 for w in workers if str(w["outcome"]).startswith("died"))),
+        "completed": sorted(names[j] for j in done),
+        "per_job": {
+            names[j]: sum(w["exited"] - w["spawned"] for w in workers if w["job"] == j)
+            for j in done
+        },
     }
 
 
@@ -204,7 +214,7 @@ def run(s: Setting, policy: str, pool: int, seed: int, tmp: Path) -> dict[str, A
         admin = Admin(srv.url, srv.token)
         pop, inter = population(s.jobs * s.per_job, seed)
         parties = Parties(pop, inter, s.per_job, 8.0 * s.nbytes)
-        js = spec(s, deadline_s=60.0)
+        js = spec(s, deadline_s=30.0)
         layout = blueprint(js).layout
         gen = torch.Generator().manual_seed(seed)
         creds: list[tuple[int, int, auth.Credential]] = []
@@ -238,7 +248,11 @@ def run(s: Setting, policy: str, pool: int, seed: int, tmp: Path) -> dict[str, A
             limit = time.monotonic() + 900
             while time.monotonic() < limit:
                 await asyncio.sleep(1.0)
-                if all(x["status"] != "running" for x in admin.jobs()):
+                status = await asyncio.to_thread(admin.jobs)
+                for x in status:  # its parties cannot make the quorum: it never completes
+                    if x["status"] == "running" and x["rounds_failed"] >= 2:
+                        await asyncio.to_thread(admin.stop, x["job"])
+                if all(x["status"] != "running" for x in status):
                     break
             stop.set()
             for t in tasks:
@@ -251,7 +265,7 @@ def run(s: Setting, policy: str, pool: int, seed: int, tmp: Path) -> dict[str, A
         measured = admin._json("GET", "/v1/dashboard")  # the service's own deploy/fusion EWMA
     finally:
         srv.stop()
-    out = ledger(state)
+    out = ledger(state, {job: j for j, job in enumerate(job_ids)})
     out["wall_s"] = wall
     out["jobs_done"] = float(sum(1 for x in status if x["status"] == "done"))
     out["fuse_s_per_update"] = float(measured["fuse_s"])
@@ -260,9 +274,11 @@ def run(s: Setting, policy: str, pool: int, seed: int, tmp: Path) -> dict[str, A
 
 
 def predicted_saving(
-    s: Setting, seed: int, pool: int, deploy_wall: float, fuse_wall: float
+    s: Setting, seed: int, pool: int, deploy_wall: float, fuse_wall: float, keep: list[int]
 ) -> float:
-    """The simulator's JIT saving vs eager for this setting, deploy and fusion as measured."""
+    """The simulator's JIT saving vs eager for this setting (``fedtempo.sim.jit`` on the same
+    arrival model), deploy and fusion as this service measured them, over the jobs ``keep``
+    that completed live."""
     pop, inter = population(s.jobs * s.per_job, seed)
     parties = Parties(pop, inter, s.per_job, 8.0 * s.nbytes)
     deploy_v, fuse_v = deploy_wall * s.scale, fuse_wall * s.scale
@@ -272,9 +288,23 @@ def predicted_saving(
         for j in jobs
     ]
     sets = JitSettings(safety_sd=1.0, alpha=0.3, margin_s=0.25 * s.scale, grace_s=10.0 * s.scale)
-    eager = simulate("eager", pool, parties, jobs, sets)["aggregator_s"]
-    jit = simulate("jit", pool, parties, jobs, sets)["aggregator_s"]
-    return 1 - jit / eager
+    held = {}
+    for policy in ("eager", "jit"):
+        env = simpy.Environment()
+        svc = AggregationService(
+            env,
+            jobs,
+            parties.arrival,
+            policy=policy,  # type: ignore[arg-type]
+            pool=pool,
+            ready=lambda job, party, t: parties.ready(job * parties.per_job + party, t),
+            settings=sets,
+        )
+        procs = svc.start()
+        env.run(until=env.all_of([procs[j] for j in keep]))  # the jobs that complete
+        svc.close()
+        held[policy] = sum(svc.metrics[j].aggregator_s for j in keep)
+    return 1 - held["jit"] / held["eager"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,10 +323,16 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{tag} {policy} ...", flush=True)
                     res[policy] = run(s, policy, pool, args.seed, Path(tmp))
                     for k, v in res[policy].items():
-                        figures[f"{tag}_{policy}_{k}"] = v
+                        if k not in ("completed", "per_job"):
+                            figures[f"{tag}_{policy}_{k}"] = v
+                # compared over the jobs every policy completed
+                keep = sorted(set.intersection(*(set(r.pop("completed")) for r in res.values())))
+                figures[f"{tag}_jobs_compared"] = float(len(keep))
+                per_job = {pol: r.pop("per_job") for pol, r in res.items()}
+                held = {pol: sum(per.get(j, 0.0) for j in keep) for pol, per in per_job.items()}
                 eager = res["eager"]
                 for policy in ("lazy", "jit"):
-                    saving = 1 - res[policy]["container_s"] / eager["container_s"]
+                    saving = 1 - held[policy] / held["eager"]
                     figures[f"{tag}_{policy}_saving_vs_eager"] = saving
                 added = (res["jit"]["latency_median"] - eager["latency_median"]) / eager[
                     "round_median"
@@ -308,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                     pool,
                     res["jit"]["deploy_s_median"],
                     res["jit"]["fuse_s_per_update"],
+                    keep,
                 )
                 figures[f"{tag}_sim_predicted_jit_saving"] = predicted
                 saving = figures[f"{tag}_jit_saving_vs_eager"]

@@ -80,6 +80,12 @@ def serve(
     grace_s: Annotated[
         float, typer.Option("--grace-s", help="JIT: release a worker this long past A_hat.")
     ] = 30.0,
+    queue_bound: Annotated[
+        int | None,
+        typer.Option(
+            "--queue-bound", help="Fold a round's queue into a partial sum past this many updates."
+        ),
+    ] = None,
 ) -> None:
     """Serve many jobs over HTTP(S), durably (SQLite WAL + fsync'd safetensors blobs); rounds
     are fused by aggregator worker processes started as the policy says."""
@@ -89,7 +95,7 @@ def serve(
     from fedtempo.service.store import StoreError
 
     try:
-        settings, ray_address = _aggregation(aggregation, workers, grace_s)
+        settings, ray_address = _aggregation(aggregation, workers, grace_s, queue_bound)
         run_server(
             state,
             blueprint,
@@ -106,13 +112,15 @@ def serve(
         raise _fail(exc) from None
 
 
-def _aggregation(policy: str, workers: str, grace_s: float) -> tuple[Any, str | None]:
+def _aggregation(
+    policy: str, workers: str, grace_s: float, queue_bound: int | None
+) -> tuple[Any, str | None]:
     """``--aggregation`` / ``--workers``: the settings, and a Ray address if one was given."""
     from fedtempo.service.aggregation import AggregationSettings
 
     ray_address = None
     if workers == "ray" or workers.startswith("ray://"):
-        ray_address, count = ("auto" if workers == "ray" else workers), 0
+        ray_address, count = ("auto" if workers == "ray" else workers), 1  # the cluster's CPUs
     else:
         try:
             count = int(workers)
@@ -122,7 +130,13 @@ def _aggregation(policy: str, workers: str, grace_s: float) -> tuple[Any, str | 
             ) from None
     if policy not in ("eager", "lazy", "jit"):
         raise ValueError(f"--aggregation: {policy!r} is not one of eager, lazy, jit")
-    return AggregationSettings(policy, count or 2, grace_s=grace_s), ray_address  # type: ignore[arg-type]
+    settings = AggregationSettings(
+        policy,  # type: ignore[arg-type]
+        count,
+        grace_s=grace_s,
+        queue_bound=queue_bound,
+    )
+    return settings, ray_address
 
 
 @job_app.command("create")

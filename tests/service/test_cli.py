@@ -19,6 +19,16 @@ def test_serve_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()  # nothing was created
 
 
+def test_serve_names_a_bad_aggregation_policy_or_worker_count(tmp_path: Path) -> None:
+    state = str(tmp_path / "s")
+    r = runner.invoke(app, ["serve", "--state", state, "--aggregation", "eventually"])
+    assert r.exit_code != 0 and "--aggregation: 'eventually' is not one of" in r.output
+    r = runner.invoke(app, ["serve", "--state", state, "--workers", "many"])
+    assert r.exit_code != 0 and "--workers: 'many' is neither a number nor" in r.output
+    r = runner.invoke(app, ["serve", "--state", state, "--workers", "0"])
+    assert r.exit_code != 0 and "at least 1 worker" in r.output
+
+
 def test_job_create_names_an_algorithm_the_service_cannot_run(tmp_path: Path) -> None:
     config = REPO / "configs" / "w_sfl.toml"
     r = runner.invoke(

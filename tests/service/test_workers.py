@@ -227,3 +227,31 @@ def test_a_round_closed_before_a_restart_is_fused_after_it_with_the_same_model(
     assert torch.equal(_model(again, job), _direct(spec, [[2, 1, 0]]))
     assert again.status(job)["status"] == "done"
     again.close()
+
+
+def test_past_the_queue_bound_the_queue_is_folded_into_the_stores_partial_sum(
+    tmp_path: Path,
+) -> None:
+    settings = AggregationSettings("lazy", workers=1, queue_bound=2)
+    svc = InProcess(tmp_path / "s", aggregation=settings)
+    spec = _spec(1)
+    job = svc.create(spec)
+    parties = _parties(svc, job, 1)
+    tasks = _tasks(parties)
+    for i in (1, 2):
+        parties[i].step(tasks[i], PartyStats())
+    acct, end = svc.service.accounting, time.monotonic() + 60
+    while acct.counts[job]["partial_fusions"] < 1 or job in svc.service.aggregation.held:
+        assert time.monotonic() < end, acct.job(job)
+        time.sleep(0.05)
+    row = svc.service.store.db.execute(
+        "SELECT partial, partial_seq FROM rounds WHERE job=? AND number=0", (job,)
+    ).fetchone()
+    assert row["partial"] is not None and row["partial_seq"] == 2
+    assert svc.status(job)["version"] == 0  # folded, not published: the round is still open
+    parties[0].step(tasks[0], PartyStats())
+    svc.wait_version(job, 1)
+    assert torch.equal(_model(svc, job), _direct(spec, [[1, 2, 0]]))
+    svc.wait_idle(job)
+    assert [w["fused"] for w in acct.workers(job)] == [2, 1]  # the second resumed the partial
+    svc.close()
