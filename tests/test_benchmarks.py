@@ -12,7 +12,7 @@ from tests.conftest import SHARED_MNIST
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 TRACES = SHARED_MNIST.parent / "traces"
 NEEDS_MNIST = {"w_sim.py", "w_sfl.py", "w_mafl.py"}
-NEEDS_TRACES = {"w_tta.py", "w_fail.py", "w_jit.py", "w_scale.py", "w_sfl.py"}
+NEEDS_TRACES = {"w_tta.py", "w_fail.py", "w_jit.py", "w_jit_live.py", "w_scale.py", "w_sfl.py"}
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("w_*.py")))

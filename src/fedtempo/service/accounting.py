@@ -40,6 +40,14 @@ class Accounting:
         )
         self.errors: dict[str, list[float]] = defaultdict(list)
         self._fused: dict[int, int] = {}
+        # workers of a previous server process died with it (their stdin closed): they are
+        # counted up to this start, an upper bound of when they went
+        with store.tx() as db:
+            db.execute(
+                "UPDATE workers SET exited=?, outcome='ended with the server' "
+                "WHERE exited IS NULL",
+                (time.time(),),
+            )
 
     # ---- events -----------------------------------------------------------------------------
 
