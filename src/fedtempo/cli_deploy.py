@@ -80,6 +80,13 @@ def serve(
     grace_s: Annotated[
         float, typer.Option("--grace-s", help="JIT: release a worker this long past A_hat.")
     ] = 30.0,
+    cold_workers: Annotated[
+        bool,
+        typer.Option(
+            "--cold-workers",
+            help="Start each worker as a fresh interpreter (default: forked from a warm one).",
+        ),
+    ] = False,
     queue_bound: Annotated[
         int | None,
         typer.Option(
@@ -101,6 +108,7 @@ def serve(
             blueprint,
             aggregation=settings,
             ray_address=ray_address,
+            cold_workers=cold_workers,
             host=host,
             port=port,
             cert=tls_cert,

@@ -21,7 +21,7 @@ from fedtempo.jit.policy import ArrivalPredictor
 from fedtempo.service import wire
 from fedtempo.service.aggregation import AggregationSettings, JobPlan
 from fedtempo.service.party import Party, PartyStats, WorkTask
-from fedtempo.service.workers import ProcessWorker
+from fedtempo.service.workers import ProcessLauncher, ProcessWorker
 from tests.service.helpers import InProcess, tiny_spec
 
 SAMPLES = [5, 9, 13]
@@ -76,7 +76,12 @@ def _run_rounds(svc: InProcess, job: str, orders: list[list[int]]) -> None:
 
 
 def test_the_median_fused_by_a_worker_equals_the_rule_applied_at_once(tmp_path: Path) -> None:
-    svc = InProcess(tmp_path / "s", aggregation=AggregationSettings("lazy", workers=1))
+    """Here with cold workers (a fresh interpreter each); the other tests use forked ones."""
+    svc = InProcess(
+        tmp_path / "s",
+        aggregation=AggregationSettings("lazy", workers=1),
+        launcher=ProcessLauncher(tmp_path / "s" / "blobs"),
+    )
     spec = _spec(1, "median")
     job = svc.create(spec)
     _run_rounds(svc, job, [[2, 0, 1]])
@@ -121,7 +126,7 @@ def test_a_worker_killed_mid_fusion_is_replaced_and_the_model_is_unchanged(tmp_p
         assert time.monotonic() < end
         time.sleep(0.02)
     worker = agg.held[job].worker
-    assert isinstance(worker, ProcessWorker) and worker.pid is not None
+    assert worker is not None and worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)  # mid-round: one update fused, two to come
     for i in (0, 2):
         parties[i].step(tasks[i], PartyStats())

@@ -44,8 +44,7 @@ class Accounting:
         # counted up to this start, an upper bound of when they went
         with store.tx() as db:
             db.execute(
-                "UPDATE workers SET exited=?, outcome='ended with the server' "
-                "WHERE exited IS NULL",
+                "UPDATE workers SET exited=?, outcome='ended with the server' WHERE exited IS NULL",
                 (time.time(),),
             )
 

@@ -66,7 +66,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(ticker())
+        warm = getattr(service.aggregation.launcher, "warm", None)
+        warming = asyncio.create_task(warm()) if warm is not None else None
         yield
+        if warming is not None:
+            warming.cancel()
         task.cancel()
         await service.aggregation.shutdown()
         service.store.close()

@@ -23,7 +23,7 @@ from fedtempo.service.asyncjob import AsyncJob
 from fedtempo.service.jobs import Blueprint, Job, JobFactory, Rejected
 from fedtempo.service.rounds import RoundsJob
 from fedtempo.service.store import Store, StoreError
-from fedtempo.service.workers import Launcher, ProcessLauncher
+from fedtempo.service.workers import ForkLauncher, Launcher
 
 log = logging.getLogger("fedtempo.service")
 
@@ -72,7 +72,7 @@ class Service:
         self.accounting = Accounting(self.store, clock)
         self.aggregation = Aggregation(
             aggregation or AggregationSettings(),
-            launcher or ProcessLauncher(self.store.blobs),
+            launcher or ForkLauncher(self.store.blobs),
             lambda: self.jobs,
             clock,
             self.changed,

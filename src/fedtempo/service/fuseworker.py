@@ -24,6 +24,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -100,16 +102,16 @@ def cpu_seconds() -> float:
     return float(t.user + t.system)
 
 
-def serve(blobs: Blobs, inp: TextIO, out: TextIO) -> None:
+def run_loop(blobs: Blobs, read: Callable[[], str | None], write: Callable[[str], None]) -> None:
+    """Answer commands until ``exit`` or the end of input (``read`` returns None)."""
     torch.set_num_threads(1)  # one core per worker: the pool size is the core budget
     fusion = Fusion(blobs)
 
     def say(msg: dict[str, Any]) -> None:
-        out.write(json.dumps({**msg, "cpu_s": cpu_seconds()}) + "\n")
-        out.flush()
+        write(json.dumps({**msg, "cpu_s": cpu_seconds()}))
 
     say({"op": "ready", "pid": os.getpid()})
-    for line in inp:
+    while (line := read()) is not None:
         if not line.strip():
             continue
         t0 = time.perf_counter()
@@ -122,6 +124,30 @@ def serve(blobs: Blobs, inp: TextIO, out: TextIO) -> None:
         except Exception as exc:  # the service reads the reason; the worker stays usable
             answer = {"op": "error", "error": f"{type(exc).__name__}: {exc}"}
         say({**answer, "fuse_s": time.perf_counter() - t0})
+
+
+def serve(blobs: Blobs, inp: TextIO, out: TextIO) -> None:
+    """The worker over text streams, one JSON command or answer per line (a process of its
+    own: ``ProcessLauncher``)."""
+
+    def write(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    run_loop(blobs, lambda: inp.readline() or None, write)
+
+
+def serve_connection(blobs_dir: str, conn: Connection) -> None:
+    """The worker over a ``multiprocessing`` connection, one JSON message per ``send_bytes``
+    (a child forked from a process that has already imported torch: ``ForkLauncher``)."""
+
+    def read() -> str | None:
+        try:
+            return conn.recv_bytes().decode()
+        except (EOFError, OSError):
+            return None  # the service went away
+
+    run_loop(Blobs(Path(blobs_dir)), read, lambda text: conn.send_bytes(text.encode()))
 
 
 def main() -> None:

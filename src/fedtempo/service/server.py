@@ -108,10 +108,11 @@ def serve(
     announce: bool = True,
     aggregation: AggregationSettings | None = None,
     ray_address: str | None = None,
+    cold_workers: bool = False,
 ) -> None:
     """Serve ``state`` (resumed if it exists) until interrupted."""
     from fedtempo.service.app import create_app
-    from fedtempo.service.workers import Launcher, ProcessLauncher
+    from fedtempo.service.workers import ForkLauncher, Launcher, ProcessLauncher
 
     check_tls(host, cert, key, self_signed_tls)
     if self_signed_tls:
@@ -119,7 +120,7 @@ def serve(
         if announce:
             print(f"TLS certificate {cert} (SHA-256 {fingerprint})", flush=True)
     state.mkdir(parents=True, exist_ok=True)
-    launcher: Launcher = ProcessLauncher(state / "blobs")
+    launcher: Launcher = (ProcessLauncher if cold_workers else ForkLauncher)(state / "blobs")
     if ray_address is not None:
         from fedtempo.service.rayworkers import RayLauncher
 
