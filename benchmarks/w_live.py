@@ -69,6 +69,7 @@ class Server:
         self.state, self.port = state, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         admin = state.parent / "admin.txt"
+        state.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(state.parent / f"{state.name}-serve.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [

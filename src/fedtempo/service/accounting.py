@@ -42,11 +42,13 @@ class Accounting:
         self._fused: dict[int, int] = {}
         # workers of a previous server process died with it (their stdin closed): they are
         # counted up to this start, an upper bound of when they went
-        with store.tx() as db:
-            db.execute(
-                "UPDATE workers SET exited=?, outcome='ended with the server' WHERE exited IS NULL",
-                (time.time(),),
-            )
+        if store.db.execute("SELECT 1 FROM workers WHERE exited IS NULL").fetchone():
+            with store.tx() as db:
+                db.execute(
+                    "UPDATE workers SET exited=?, outcome='ended with the server' "
+                    "WHERE exited IS NULL",
+                    (time.time(),),
+                )
 
     # ---- events -----------------------------------------------------------------------------
 

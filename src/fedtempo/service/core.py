@@ -68,7 +68,7 @@ class Service:
         self._changed: dict[str, asyncio.Event] = {}
         self._nonces: set[tuple[str, str]] = set()  # staged, not yet committed
         self.auth_failures = 0
-        self._last_purge = 0.0
+        self._last_purge = clock()  # the first purge waits its period: no commit at start
         self.accounting = Accounting(self.store, clock)
         self.aggregation = Aggregation(
             aggregation or AggregationSettings(),
