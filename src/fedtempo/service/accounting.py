@@ -69,13 +69,10 @@ class Accounting:
                 (now, float(worker.cpu_s), self._fused.pop(wid, 0), outcome[:200], wid),
             )
 
-    def fused(self, job: str) -> None:
+    def fused(self, job: str, wid: int) -> None:
+        """Worker ``wid`` (as ``started`` numbered it) fused one of ``job``'s updates."""
         self.counts[job]["fused"] += 1
-        live = self.store.db.execute(
-            "SELECT MAX(id) FROM workers WHERE job=? AND exited IS NULL", (job,)
-        ).fetchone()[0]
-        if live is not None:
-            self._fused[int(live)] = self._fused.get(int(live), 0) + 1
+        self._fused[wid] = self._fused.get(wid, 0) + 1
 
     def fallback(self, job: str) -> None:
         self.counts[job]["fallbacks"] += 1

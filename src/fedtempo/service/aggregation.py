@@ -89,6 +89,7 @@ class Held:
     job: str
     asked: float
     worker: Worker | None = None
+    wid: int = 0  # its number in the ledger's ``workers`` table, once it is up
     round: int | None = None
     fed_seq: int = 0  # the last update seq fused by this worker in its round
     release: bool = False  # JIT's grace ran out: hand back and exit
@@ -283,7 +284,7 @@ class Aggregation:
             worker = await self.launcher.spawn()
             held.worker = worker
             self._measure("deploy", worker.ready - worker.spawned)
-            wid = self.acct.started(held.job, self.s.policy, worker)
+            wid = held.wid = self.acct.started(held.job, self.s.policy, worker)
             assert isinstance(job, RoundsJob)
             await self._serve(held, job, worker)
             await worker.stop()
@@ -330,7 +331,7 @@ class Aggregation:
                 if weight > 0:
                     answer = await worker.call({"op": "add", "sha": row["sha"], "weight": weight})
                     self._measure("fuse", float(answer.get("fuse_s", self.fuse_s)))
-                    self.acct.fused(job.id)
+                    self.acct.fused(job.id, held.wid)
                 held.fed_seq = int(row["seq"])
             if job.open is not r:
                 continue  # the round changed while we fused (a deadline failure)

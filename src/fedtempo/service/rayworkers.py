@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedtempo.service.workers import WorkerDied, WorkerError
+from fedtempo.service.workers import WorkerDied, checked, decoded
 
 
 class _Actor:
@@ -59,11 +59,7 @@ class RayWorker:
             line = await self.actor.handle.remote(json.dumps(command))
         except ray.exceptions.RayError as exc:
             raise WorkerDied(f"Ray aggregator actor lost: {exc}") from None
-        answer: dict[str, Any] = json.loads(line)
-        self.cpu_s = float(answer.get("cpu_s", self.cpu_s))
-        if answer.get("op") == "error":
-            raise WorkerError(str(answer.get("error")))
-        return answer
+        return checked(decoded(self, line))
 
     async def stop(self) -> None:
         import ray

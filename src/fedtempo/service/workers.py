@@ -40,6 +40,20 @@ class WorkerError(RuntimeError):
     """The worker refused a command, with its reason."""
 
 
+def decoded(worker: Worker, raw: str | bytes) -> dict[str, Any]:
+    """A worker's answer read from its JSON; its reported CPU seconds are kept on ``worker``."""
+    answer: dict[str, Any] = json.loads(raw)
+    worker.cpu_s = float(answer.get("cpu_s", worker.cpu_s))
+    return answer
+
+
+def checked(answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer``, or WorkerError with the reason the worker gave for refusing the command."""
+    if answer.get("op") == "error":
+        raise WorkerError(str(answer.get("error")))
+    return answer
+
+
 class Worker(Protocol):
     """One running aggregator worker."""
 
@@ -78,9 +92,7 @@ class ProcessWorker:
         line = await self.proc.stdout.readline()
         if not line:
             raise WorkerDied(f"aggregator worker {self.pid} exited")
-        answer: dict[str, Any] = json.loads(line)
-        self.cpu_s = float(answer.get("cpu_s", self.cpu_s))
-        return answer
+        return decoded(self, line)
 
     async def started(self) -> None:
         answer = await self._read()
@@ -97,9 +109,7 @@ class ProcessWorker:
             except (BrokenPipeError, ConnectionResetError):
                 raise WorkerDied(f"aggregator worker {self.pid} exited") from None
             answer = await self._read()
-        if answer.get("op") == "error":
-            raise WorkerError(str(answer.get("error")))
-        return answer
+        return checked(answer)
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
@@ -162,11 +172,10 @@ class ConnectionWorker:
 
     def _read(self) -> dict[str, Any]:
         try:
-            answer: dict[str, Any] = json.loads(self.conn.recv_bytes())
+            raw = self.conn.recv_bytes()
         except (EOFError, OSError):
             raise WorkerDied(f"aggregator worker {self.pid} exited") from None
-        self.cpu_s = float(answer.get("cpu_s", self.cpu_s))
-        return answer
+        return decoded(self, raw)
 
     def _roundtrip(self, command: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -186,9 +195,7 @@ class ConnectionWorker:
         loop = asyncio.get_running_loop()
         async with self._lock:
             answer = await loop.run_in_executor(self.pool, self._roundtrip, command)
-        if answer.get("op") == "error":
-            raise WorkerError(str(answer.get("error")))
-        return answer
+        return checked(answer)
 
     async def stop(self) -> None:
         if self.proc.exitcode is None:
