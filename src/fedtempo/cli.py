@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedtempo import cli_deploy
+from fedtempo import cli_deploy, cli_emulate
 from fedtempo.cli_common import SetOption, console, err_console
 from fedtempo.cli_common import fail as _fail
 from fedtempo.errors import FedTempoError
@@ -24,7 +24,7 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(cli_deploy.job_app, name="job")
 app.command("serve")(cli_deploy.serve)
 app.command("client")(cli_deploy.client)
-app.command("emulate")(cli_deploy.emulate)
+app.command("emulate")(cli_emulate.emulate)
 
 
 def _run_one(config_path: Path | None, out: Path | None, overrides: list[str]) -> dict[str, Any]:

@@ -1,19 +1,15 @@
-"""The deployment commands: ``serve``, ``job ...``, ``client``, ``emulate``."""
+"""The deployment commands: ``serve``, ``job ...``, ``client`` (``emulate``: ``cli_emulate``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from fedtempo.cli_common import SetOption, console, err_console
+from fedtempo.cli_common import SetOption, console
 from fedtempo.cli_common import fail as _fail
 from fedtempo.errors import FedTempoError
 
@@ -96,6 +92,10 @@ def serve(
 ) -> None:
     """Serve many jobs over HTTP(S), durably (SQLite WAL + fsync'd safetensors blobs); rounds
     are fused by aggregator worker processes started as the policy says."""
+    if not cold_workers and not (workers == "ray" or workers.startswith("ray://")):
+        from fedtempo.service.workers import start_template
+
+        start_template()  # the warm workers' template imports torch while we do
     from fedtempo.experiment.deploy import blueprint
     from fedtempo.service.server import ServeError
     from fedtempo.service.server import serve as run_server
@@ -304,76 +304,3 @@ def client(
         f"{cred.party}: {stats.tasks} trainings, {stats.accepted} accepted, "
         f"rejected {stats.rejected or 0}"
     )
-
-
-def emulate(
-    config: Annotated[Path, typer.Argument(help="The run config whose population to emulate.")],
-    server: ServerOpt,
-    admin: AdminOpt,
-    job: Annotated[str, typer.Option("--job", help="The job (from `fedtempo job create`).")],
-    time_scale: Annotated[float, typer.Option(help="Wall seconds per virtual second.")] = 0.05,
-    ca: CaOpt = None,
-    creds: Annotated[Path, typer.Option(help="Folder for the parties' credentials.")] = Path(
-        "runs/emulate"
-    ),
-    overrides: SetOption = None,
-) -> None:
-    """Start a config's population as party processes: each trains its shard for real and
-    sleeps its device's compute and transfer times (scaled), so arrivals mimic the simulator."""
-    from fedtempo.experiment.config import load
-    from fedtempo.experiment.deploy import paces
-    from fedtempo.service import auth
-
-    try:
-        cfg = load(config, overrides or [])
-        pace = paces(cfg, time_scale)
-    except FedTempoError as exc:
-        raise _fail(exc) from None
-    adm = _admin(server, admin, ca)
-    folder = creds / job
-    procs = []
-    for i, p in enumerate(pace):
-        path = folder / f"party-{i}.json"
-        if not path.exists():
-            key = auth.new_key()
-            _call(adm.enroll, job, f"party-{i}", auth.b64(auth.public_key_bytes(key)))
-            auth.Credential(server, job, f"party-{i}", auth.private_bytes(key)).write(path)
-        cmd = [
-            sys.executable,
-            "-c",
-            "from fedtempo.cli import app; app()",
-            "client",
-            "--credential",
-            str(path),
-            "--partition",
-            str(config),
-            "--index",
-            str(i),
-            "--pace",
-            f"{p.download_s},{p.compute_s},{p.upload_s},{p.epochs}",
-        ]
-        if ca is not None:
-            cmd += ["--ca", str(ca)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
-    start = time.monotonic()
-    codes = [p.wait() for p in procs]
-    status = _call(adm.status, job)
-    console.print(
-        f"{len(procs)} parties done in {time.monotonic() - start:.1f} s "
-        f"(exit codes {sorted(set(codes))}); job {job}: {status['status']}, "
-        f"version {status['version']}"
-    )
-    try:
-        accuracy = _accuracy(cfg, adm, job)
-        console.print(f"final accuracy on the config's test set: {accuracy:.4f}")
-    except FedTempoError as exc:
-        err_console.print(f"no accuracy: {exc}")
-
-
-def _accuracy(cfg: Any, adm: Any, job: str) -> float:
-    """The job's current model on ``cfg``'s test set."""
-    from fedtempo.experiment.deploy import model_accuracy
-
-    blob, _ = _call(adm.model, job)
-    return model_accuracy(cfg)(blob)

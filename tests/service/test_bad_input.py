@@ -244,3 +244,24 @@ def test_a_retried_upload_counts_once(setup) -> None:  # type: ignore[no-untyped
     assert again.json()["duplicate"] is True
     assert svc.client.get(f"/v1/jobs/{job}", headers=svc.admin()).json()["updates"]["accepted"] == 1
     assert "openapi" in svc.client.get("/openapi.json").json()
+
+
+def test_evaluation_reports_are_checked(tmp_path: Path) -> None:
+    svc = InProcess(tmp_path / "state")
+    job = svc.create(tiny_spec({"algorithm": "fedavg", "rounds": 2}))
+    url = f"/v1/jobs/{job}/evaluations"
+    good = {"version": 0, "accuracy": 0.4, "samples": 10}
+    assert svc.client.post(url, json=good).status_code == 401  # admin only
+    for bad, reason in (
+        ({**good, "version": 3}, "not published"),
+        ({**good, "accuracy": 1.5}, "accuracy"),
+        ({**good, "samples": 0}, "samples"),
+        ({**good, "loss": -1.0}, "loss"),
+    ):
+        r = svc.client.post(url, json=bad, headers=svc.admin())
+        assert r.status_code == 422 and reason in r.json()["error"], (bad, r.text)
+    r = svc.client.post(url, json=good, headers=svc.admin())
+    assert r.status_code == 201
+    board = svc.client.get("/v1/dashboard", headers=svc.admin()).json()
+    assert [e["accuracy"] for e in board["jobs"][0]["evaluations"]] == [0.4]
+    svc.close()

@@ -91,6 +91,13 @@ def test_dashboard_in_chromium_follows_a_job_and_metrics_count_its_workers(tmp_p
             )
             assert page.inner_text(f"{row} .accepted") == "4"
             assert int(page.inner_text("#deploys")) >= 2  # lazy: a worker per round
+            # an evaluator reports two versions: the accuracy line follows, no reload
+            assert page.is_visible("#accuracy-none")
+            admin.evaluate(job, 1, 0.5, 100, loss=1.2)
+            admin.evaluate(job, 2, 0.75, 100)
+            line = f'polyline.accuracy-line[data-job="{job}"][data-points="2"]'
+            page.wait_for_selector(line, timeout=10_000)
+            assert page.text_content("#accuracy .accuracy-last") == "75.0%"
             assert loads == []
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
@@ -111,6 +118,7 @@ def test_dashboard_in_chromium_follows_a_job_and_metrics_count_its_workers(tmp_p
         )
         text = metrics.text
         assert f'fedtempo_job_version{{job="{job}"}} 2.0' in text
+        assert f'fedtempo_job_accuracy{{job="{job}"}} 0.75' in text
         assert f'fedtempo_worker_deploys_total{{job="{job}"}}' in text
         assert "fedtempo_worker_pool_capacity 2.0" in text
         assert httpx.get(f"{server.url}/metrics").status_code == 401

@@ -104,7 +104,12 @@ def test_random_sigkills_lose_no_acknowledged_update(tmp_path: Path) -> None:
     kills = 0
     try:
         for _ in range(4):
-            time.sleep(float(rng.uniform(0.5, 1.5)))
+            # kill mid-stream: once the restarted server (and its aggregator workers) took
+            # updates again, at a random moment of the next second
+            seen, end = len(acked), time.monotonic() + 60.0
+            while len(acked) < seen + 2 and time.monotonic() < end:
+                time.sleep(0.05)
+            time.sleep(float(rng.uniform(0.0, 1.0)))
             srv.kill()
             kills += 1
             srv.start()

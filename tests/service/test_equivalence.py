@@ -141,12 +141,14 @@ def test_asyncfeded_in_the_service_equals_the_rule_and_returns_its_k(tmp_path: P
     assert [a["next_epochs"] for a in answers] == ks
     assert len(set(ks)) > 1  # the stale update turned K down
     assert st.version == 4 and torch.equal(_model(svc, job), st.params)
-    # the restarted service rebuilds the same state from disk
+    # the ledger holds the whole state: a restarted service serves the same model and Ks
     svc.close()
-    again = InProcess(tmp_path / "state")
-    restored = again.service.jobs[job]
-    assert torch.equal(restored.state.params, st.params)  # type: ignore[attr-defined]
-    assert restored.state.local_epochs == st.local_epochs  # type: ignore[attr-defined]
+    again = InProcess(tmp_path / "state", token=svc.token)
+    assert torch.equal(_model(again, job), st.params)
+    rows = again.service.store.db.execute(
+        "SELECT id, next_epochs FROM parties WHERE job=? ORDER BY id", (job,)
+    ).fetchall()
+    assert {int(r[0]): int(r[1]) for r in rows} == st.local_epochs
     again.close()
 
 

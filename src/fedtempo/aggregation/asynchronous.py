@@ -14,11 +14,12 @@ so many rules (jobs, tasks) can live side by side.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import torch
 
+from fedtempo.aggregation import staleness as st
 from fedtempo.aggregation.reducers import coefficient_sum
 from fedtempo.aggregation.staleness import Staleness, StalenessWeight
 from fedtempo.aggregation.versions import VersionStore
@@ -152,18 +153,28 @@ class AsyncAggregator:
 
     def check(self, state: AsyncState, update: Update) -> str:
         """Why ``update`` must be rejected, or '' if it is acceptable."""
-        current = state.params
-        if update.base_version not in state.store or update.base_version > state.version:
+        known = update.base_version in state.store and update.base_version <= state.version
+        return self.problem(update, known, state.params)
+
+    def problem(self, update: Update, known_base: bool, like: torch.Tensor) -> str:
+        """``check`` for a driver that keeps the versions elsewhere (the service's ledger):
+        ``known_base`` whether the update's base version is still held, ``like`` a tensor of
+        the model's shape and dtype."""
+        if not known_base:
             return "unknown base version"
-        if update.delta.shape != current.shape:
+        if update.delta.shape != like.shape:
             return "shape mismatch"
-        if update.delta.dtype != current.dtype:
+        if update.delta.dtype != like.dtype:
             return "dtype mismatch"
         if not is_finite(update.delta):
             return "non-finite values"
         if self.weight.needs_distance and l2_norm(update.delta) == 0.0:  # gamma undefined
             return "zero delta"
         return ""
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as JSON data (``async_rule_from`` reads it back)."""
+        return {"weight": _described(self.weight), "step": _described(self.step)}
 
     def on_update(self, state: AsyncState, update: Update) -> tuple[AsyncState, Outcome]:
         """Consume one update. A rejected update is counted in ``state.rejected`` and never
@@ -188,3 +199,26 @@ def adapt_epochs(k: int, gamma: float, kappa: float, gamma_bar: float, k_max: in
     if math.isinf(gamma):
         return 1
     return int(min(max(k + math.floor(kappa * (gamma_bar - gamma)), 1), k_max))
+
+
+# the rule parts a description may name (nothing else is ever constructed from one)
+_WEIGHTS = (st.Constant, st.Polynomial, st.Hinge, st.InverseSqrt, st.Euclidean)
+_PARTS: dict[str, type] = {c.__name__: c for c in (*_WEIGHTS, MixStep, DeltaStep, BufferStep)}
+
+
+def _described(part: object) -> dict[str, Any]:
+    return {"kind": type(part).__name__, **asdict(part)}  # type: ignore[call-overload]
+
+
+def async_rule_from(data: Any) -> AsyncAggregator:
+    """The rule ``AsyncAggregator.describe`` wrote (for a process that applies updates on the
+    rule's behalf: the service's aggregator workers)."""
+    try:
+        parts = []
+        for key in ("weight", "step"):
+            fields = dict(data[key])
+            kind = _PARTS[fields.pop("kind")]
+            parts.append(kind(**fields))
+        return AsyncAggregator(parts[0], parts[1])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an asynchronous rule description: {data!r} ({exc})") from None

@@ -13,11 +13,18 @@ local epochs; ``finish`` drops the reference, after the update was received or l
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
-from fedtempo.aggregation.asynchronous import AsyncAggregator, AsyncState, Outcome, adapt_epochs
+from fedtempo.aggregation.asynchronous import (
+    AsyncAggregator,
+    AsyncState,
+    Outcome,
+    adapt_epochs,
+    async_rule_from,
+)
 from fedtempo.algorithms.jobs import TrainingJob
 from fedtempo.client.local import Update
 
@@ -70,6 +77,11 @@ class AsyncAlgorithm:
             return None
         return state.local_epochs.setdefault(client, self.epochs.k_init)
 
+    def describe(self) -> dict[str, Any]:
+        """The algorithm as JSON data (``async_algorithm_from`` reads it back)."""
+        epochs = None if self.epochs is None else asdict(self.epochs)
+        return {"rule": self.rule.describe(), "task": self.task, "epochs": epochs}
+
     def start(self, state: AsyncRunState, client: int, dispatch: int) -> TrainingJob:
         """``client`` starts training from the current version (referenced until ``finish``)."""
         version, params = state.rule.store.acquire()
@@ -94,3 +106,12 @@ class AsyncAlgorithm:
     def finish(self, state: AsyncRunState, base_version: int) -> None:
         """A training from ``base_version`` is over (received or lost): drop its reference."""
         state.rule.store.release(base_version)
+
+
+def async_algorithm_from(data: Any) -> AsyncAlgorithm:
+    """The algorithm ``AsyncAlgorithm.describe`` wrote."""
+    try:
+        epochs = None if data["epochs"] is None else AdaptiveEpochs(**data["epochs"])
+        return AsyncAlgorithm(async_rule_from(data["rule"]), int(data["task"]), epochs)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not an asynchronous algorithm description: {data!r} ({exc})") from None

@@ -213,9 +213,18 @@ def paces(config: ExperimentConfig, scale: float) -> list[Pace]:
     return out
 
 
-def model_accuracy(config: ExperimentConfig) -> Callable[[bytes], float]:
-    """Test accuracy on ``config``'s test set of a job's model, given as safetensors bytes."""
+def model_evaluator(
+    config: ExperimentConfig,
+) -> tuple[Callable[[bytes], tuple[float, float]], int]:
+    """(accuracy, loss) on ``config``'s test set of a job's model given as safetensors bytes,
+    and the test set's size."""
     bundle = load_data(config, Streams(config.seed))
     model = initial_model(config, bundle.train.input_shape, bundle.train.num_classes)
     evaluate, layout = test_evaluator(model, bundle), Layout.of(model)
-    return lambda blob: evaluate(parse(layout, blob)[0])[0]
+    return (lambda blob: evaluate(parse(layout, blob)[0])), len(bundle.test.y)
+
+
+def model_accuracy(config: ExperimentConfig) -> Callable[[bytes], float]:
+    """Test accuracy on ``config``'s test set of a job's model, given as safetensors bytes."""
+    evaluate, _ = model_evaluator(config)
+    return lambda blob: evaluate(blob)[0]

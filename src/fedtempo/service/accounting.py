@@ -4,14 +4,16 @@
 - CPU-seconds: the worker process's user + system time, from the OS (as the worker last
   reported it; a worker killed mid-way keeps what it had reported);
 - deploys, and the measured deploy time (spawn until ready);
-- aggregation latency: a round's publish minus the arrival that closed it; round time:
-  publish minus round start; job completion: finish minus creation;
+- aggregation latency: a round's publish minus the arrival that closed it (an asynchronous
+  job: an update's commit minus its arrival); round time: publish minus round start; job
+  completion: finish minus creation;
 - prediction error: JIT's A_hat minus the actual close, per round;
-- eager-equivalent container-seconds: every rounds job holding a worker from creation to end.
+- eager-equivalent container-seconds: every job holding a worker from creation to end.
 
 Worker lives are wall-clock times (the launcher's, whatever clock the service runs on); round
 times are the service clock's. Both are in the ledger (``workers``, ``rounds``), so the figures
-survive restarts; prediction errors, fallbacks and partial fusions are counted in memory.
+survive restarts; prediction errors, fallbacks, partial fusions and asynchronous latencies are
+counted in memory.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Accounting:
             lambda: {"fallbacks": 0, "partial_fusions": 0, "fused": 0}
         )
         self.errors: dict[str, list[float]] = defaultdict(list)
+        self.async_latency: dict[str, list[float]] = defaultdict(list)
         self._fused: dict[int, int] = {}
         # workers of a previous server process died with it (their stdin closed): they are
         # counted up to this start, an upper bound of when they went
@@ -80,6 +83,10 @@ class Accounting:
     def partial(self, job: str) -> None:
         self.counts[job]["partial_fusions"] += 1
 
+    def applied(self, job: str, latency_s: float) -> None:
+        """An asynchronous update was committed ``latency_s`` after it arrived."""
+        self.async_latency[job].append(latency_s)
+
     def prediction(self, job: str, error_s: float) -> None:
         self.errors[job].append(error_s)
 
@@ -115,9 +122,10 @@ class Accounting:
             (job,),
         ).fetchall()
         latency = [float(r["published"] - r["closing_at"]) for r in rounds]
+        latency += self.async_latency.get(job, [])
         round_s = [float(r["published"] - r["started"]) for r in rounds]
         row = self.store.db.execute(
-            "SELECT created, finished, kind FROM jobs WHERE id=?", (job,)
+            "SELECT created, finished FROM jobs WHERE id=?", (job,)
         ).fetchone()
         end = row["finished"] if row["finished"] is not None else now
         errors = self.errors.get(job, [])
@@ -131,7 +139,7 @@ class Accounting:
             "latency_s_p95": _quantile(latency, 0.95),
             "round_s_median": statistics.median(round_s) if round_s else None,
             "completion_s": (end - row["created"]) if row["finished"] is not None else None,
-            "eager_equivalent_s": (end - row["created"]) if row["kind"] == "rounds" else 0.0,
+            "eager_equivalent_s": end - row["created"],
             "prediction_error_s_median": statistics.median(errors) if errors else None,
             **self.counts[job],
         }

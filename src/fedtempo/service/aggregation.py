@@ -1,5 +1,7 @@
 """Who fuses which round, and when: eager, lazy and JIT aggregator workers on the wall clock
-(SPEC C), from a pool of at most ``workers`` at once, for every rounds job of the service.
+(SPEC C), from a pool of at most ``workers`` at once, for every job of the service. This
+module runs the rounds jobs; an asynchronous job's worker applies its queued updates one by
+one (``service.asyncserve``), under the same policies, pool and accounting.
 
 The policies are the simulator's (``fedtempo.sim.jit``), with the same ``fedtempo.jit``
 objects and the wall clock:
@@ -27,13 +29,12 @@ runs changes when a model is computed, never the model.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,8 +46,11 @@ from fedtempo.jit.policy import (
     predicted_quorum,
     trigger_time,
 )
+from fedtempo.service import asyncserve
 from fedtempo.service.accounting import Accounting
-from fedtempo.service.jobs import Job
+from fedtempo.service.asyncjob import AsyncJob, Pending
+from fedtempo.service.jobs import Job, Rejected
+from fedtempo.service.plans import Held, JobPlan, durations, grow, wait
 from fedtempo.service.rounds import OpenRound, RoundsJob
 from fedtempo.service.workers import Launcher, Worker, WorkerDied, WorkerError
 
@@ -59,7 +63,9 @@ POLICIES: tuple[Policy, ...] = ("eager", "lazy", "jit")
 class AggregationSettings:
     """The service's aggregation: ``policy``, at most ``workers`` at once; JIT's ``margin_s``
     and ``grace_s`` (wall seconds), its EWMA weight and safety; ``queue_bound`` (see above);
-    the deploy and per-update fusion guesses used until the first measurement."""
+    the deploy and per-update fusion guesses used until the first measurement;
+    ``answer_wait_s``: how long an asynchronous upload's answer waits for a worker to apply it
+    (then a 503 asks the party to retry the same key; the update stays queued)."""
 
     policy: Policy = "jit"
     workers: int = 2
@@ -70,6 +76,7 @@ class AggregationSettings:
     queue_bound: int | None = None
     deploy_guess_s: float = 2.0
     fuse_guess_s: float = 0.01
+    answer_wait_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -80,34 +87,6 @@ class AggregationSettings:
             raise ValueError(f"the worker pool must hold at least 1 worker, got {self.workers}")
         if self.queue_bound is not None and self.queue_bound < 1:
             raise ValueError(f"queue_bound must be >= 1, got {self.queue_bound}")
-
-
-@dataclass
-class Held:
-    """A worker held by a job (deploying while ``worker`` is None)."""
-
-    job: str
-    asked: float
-    worker: Worker | None = None
-    wid: int = 0  # its number in the ledger's ``workers`` table, once it is up
-    round: int | None = None
-    fed_seq: int = 0  # the last update seq fused by this worker in its round
-    release: bool = False  # JIT's grace ran out: hand back and exit
-    partial_only: bool = False  # started for the queue bound: fold the queue, hand back, exit
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass
-class JobPlan:
-    """What the manager knows of one job between rounds."""
-
-    predictor: ArrivalPredictor = field(
-        default_factory=lambda: ArrivalPredictor(np.full(0, math.inf))
-    )
-    wanted_since: float | None = None
-    fallback_round: int | None = None  # the round JIT gave up on (arrival-driven now)
-    a_hat: dict[int, float] = field(default_factory=dict)  # round -> predicted close
-    observed_round: int | None = None
 
 
 class Aggregation:
@@ -125,6 +104,7 @@ class Aggregation:
         self.s, self.launcher, self.jobs, self.clock = settings, launcher, jobs, clock
         self.changed, self.acct = changed, accounting
         self.held: dict[str, Held] = {}
+        self.pending: dict[str, list[Pending]] = {}  # asynchronous uploads, in arrival order
         self.plans: dict[str, JobPlan] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self.deploy_s = settings.deploy_guess_s
@@ -138,6 +118,31 @@ class Aggregation:
         event = self._wake.get(job_id)
         if event is not None:
             event.set()
+
+    def waiting(self, job_id: str) -> bool:
+        """Whether uploads of asynchronous job ``job_id`` wait for its worker."""
+        return any(not p.cancelled for p in self.pending.get(job_id, ()))
+
+    async def submit(self, job: AsyncJob, p: Pending) -> dict[str, Any]:
+        """Queue a validated asynchronous upload for the job's worker; its answer once the
+        worker applied it and it is committed. Past ``answer_wait_s`` without a worker to take
+        it, a 503: the party retries the same key (an upload the worker had begun is
+        committed, and the retry gets its answer)."""
+        self.pending.setdefault(job.id, []).append(p)
+        self.step()  # a free worker is granted now, not at the next tick
+        self.notify(job.id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(p.done), self.s.answer_wait_s)
+        except TimeoutError:
+            if not p.started:
+                p.cancelled = True
+                p.done.cancel()
+                job.store.delete_blobs({p.sha})
+            else:  # it will be committed (or fail) with no one awaiting it here
+                p.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise Rejected(
+                503, "no aggregator worker could apply the update in time; retry the same key"
+            ) from None
 
     def _measure(self, kind: str, value: float) -> None:
         old = self.deploy_s if kind == "deploy" else self.fuse_s
@@ -163,7 +168,7 @@ class Aggregation:
     def predicted_close(self, job: RoundsJob, r: OpenRound) -> float:
         """A_hat of the open round (inf without a prediction for enough of its cohort)."""
         plan = self._plan(job.id)
-        d_hat = _durations(plan.predictor, max(r.cohort) + 1)
+        d_hat = durations(plan.predictor, max(r.cohort) + 1)
         arrivals = np.array([r.got[p][1] if p in r.got else r.started + d_hat[p] for p in r.cohort])
         a_hat = predicted_quorum(arrivals, self._close_count(job, r))
         plan.a_hat.setdefault(r.number, a_hat)
@@ -234,21 +239,35 @@ class Aggregation:
             if isinstance(job, RoundsJob) and job.bp.rule is not None
         ]
 
+    def _served_jobs(self) -> list[tuple[str, Job]]:
+        """Every job an aggregator worker serves: rounds jobs with a fusable rule, and every
+        asynchronous job."""
+        return [
+            (job_id, job)
+            for job_id, job in self.jobs().items()
+            if isinstance(job, AsyncJob) or (isinstance(job, RoundsJob) and job.bp.rule)
+        ]
+
     def _serving_order(self, now: float) -> list[tuple[str, bool]]:
         """(job, only for the queue bound) of every job that wants a worker and holds none:
         least laxity first under JIT, first come first served otherwise."""
         waiting: list[tuple[str, Waiting, bool]] = []
-        for job_id, job in self._rounds_jobs():
-            if job_id in self.held:
+        for job_id, job in self._served_jobs():
+            plan = self._plan(job_id)
+            if job_id in self.held or now < plan.retry_at:
                 continue
-            plan, r = self._plan(job_id), job.open
-            want, partial_only, lax = self._wants(job, now)
+            if isinstance(job, AsyncJob):
+                want, partial_only, lax = asyncserve.wants(self, job, now)
+                pending = len(self.pending.get(job_id, ()))
+            else:
+                assert isinstance(job, RoundsJob)
+                want, partial_only, lax = self._wants(job, now)
+                pending = self._unfused(job, job.open) if job.open is not None else 0
             if not want:
                 plan.wanted_since = None
                 continue
             if plan.wanted_since is None:
                 plan.wanted_since = now
-            pending = self._unfused(job, r) if r is not None else 0
             order = lax if self.s.policy == "jit" else plan.wanted_since
             waiting.append((job_id, Waiting(len(waiting), order, pending), partial_only))
         ranked = least_laxity_first([w for _, w, _ in waiting])
@@ -267,7 +286,7 @@ class Aggregation:
         if last is None or plan.observed_round == last.number:
             return
         plan.observed_round = last.number
-        _grow(plan.predictor, max(last.cohort) + 1)
+        grow(plan.predictor, max(last.cohort) + 1)
         for party, (_, t) in sorted(last.got.items()):
             plan.predictor.observe(party, t - last.started)
         a_hat = plan.a_hat.pop(last.number, math.nan)
@@ -285,8 +304,11 @@ class Aggregation:
             held.worker = worker
             self._measure("deploy", worker.ready - worker.spawned)
             wid = held.wid = self.acct.started(held.job, self.s.policy, worker)
-            assert isinstance(job, RoundsJob)
-            await self._serve(held, job, worker)
+            if isinstance(job, AsyncJob):
+                await asyncserve.serve(self, held, job, worker)
+            else:
+                assert isinstance(job, RoundsJob)
+                await self._serve(held, job, worker)
             await worker.stop()
         except (WorkerDied, WorkerError, OSError) as exc:
             outcome = f"died: {exc}"
@@ -299,6 +321,10 @@ class Aggregation:
             if held.worker is not None:
                 await held.worker.stop()
         finally:
+            if outcome == "done":
+                self._plan(held.job).failures = 0
+            else:
+                self._plan(held.job).lost_worker(self.clock())
             self.held.pop(held.job, None)
             self._wake.pop(held.job, None)
             if held.worker is not None and wid is not None:
@@ -314,7 +340,7 @@ class Aggregation:
             if r is None:
                 if self.s.policy != "eager" or job.status != "running":
                     return
-                await _wait(event, 1.0)
+                await wait(event, 1.0)
                 continue
             if held.round != r.number:
                 await worker.call(
@@ -351,7 +377,7 @@ class Aggregation:
                     job.record_partial(r.number, str(answer["sha"]), held.fed_seq)
                     self.acct.partial(job.id)
                 return
-            await _wait(event, 1.0)
+            await wait(event, 1.0)
 
     async def shutdown(self) -> None:
         for held in list(self.held.values()):
@@ -365,22 +391,3 @@ class Aggregation:
 def _incremental(job: RoundsJob) -> bool:
     """Whether the job's rule fuses in parts (a running sum) rather than all at once."""
     return job.bp.rule is not None and bool(job.bp.rule.fuser().incremental)
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
-
-
-def _grow(predictor: ArrivalPredictor, n: int) -> None:
-    """Make room for parties up to ``n`` (unknown ones: no prediction)."""
-    extra = n - len(predictor.mean)
-    if extra > 0:
-        predictor.mean = np.concatenate([predictor.mean, np.full(extra, math.inf)])
-        predictor.var = np.concatenate([predictor.var, np.zeros(extra)])
-        predictor.seen = np.concatenate([predictor.seen, np.zeros(extra, dtype=bool)])
-
-
-def _durations(predictor: ArrivalPredictor, n: int) -> np.ndarray:
-    _grow(predictor, n)
-    return predictor.durations()

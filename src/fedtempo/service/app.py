@@ -29,11 +29,13 @@ from fastapi.responses import JSONResponse, Response
 
 from fedtempo.service import auth
 from fedtempo.service.aggregation import AggregationSettings
+from fedtempo.service.asyncjob import AsyncJob, Pending
 from fedtempo.service.core import Service
 from fedtempo.service.jobs import JobFactory, Rejected
 from fedtempo.service.requests import (
     JSON_LIMIT,
     EnrollRequest,
+    EvaluationRequest,
     JobRequest,
     WorkRequest,
     read_body,
@@ -81,7 +83,8 @@ def create_app(
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected) -> JSONResponse:
-        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        retry = {"retry-after": "1"} if exc.status == 503 else None
+        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=retry)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -135,6 +138,22 @@ def create_app(
                 )
         service.changed(job_id)
         return job.describe(service.clock())
+
+    @app.post("/v1/jobs/{job_id}/evaluations", status_code=201)
+    async def evaluation(job_id: str, request: Request) -> dict[str, Any]:
+        """An evaluator (``fedtempo emulate``, or the operator's own) reports a version's
+        accuracy on held-out data: the dashboard's accuracy over time."""
+        service.check_admin(request)
+        job = service.job(job_id)
+        req = await read_json(request, EvaluationRequest)
+        if req.version > job.current_version():
+            raise Rejected(422, f"version {req.version} is not published yet")
+        with service.store.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO evaluations VALUES (?,?,?,?,?,?)",
+                (job_id, req.version, service.clock(), req.accuracy, req.loss, req.samples),
+            )
+        return {"job": job_id, "version": req.version}
 
     @app.post("/v1/jobs/{job_id}/parties", status_code=201)
     async def enroll(job_id: str, request: Request) -> dict[str, Any]:
@@ -231,13 +250,27 @@ def create_app(
         body = await read_body(request, job.bp.layout.max_bytes, "application/octet-stream")
         party = service.check_party(request, job, body, stage=True)
         try:
-            answer = job.upload(party, key, body, service.clock())
+            if isinstance(job, AsyncJob):  # a worker applies it: the answer comes from there
+                loop = asyncio.get_running_loop()
+                prepared = job.prepare(party, key, body, service.clock(), loop)
+            else:
+                prepared = job.upload(party, key, body, service.clock())
         except Rejected as exc:
             if exc.status != 404:
                 job.count_rejection(exc.code)
             raise
         finally:
             service.settle()
+        if isinstance(prepared, Pending):
+            assert isinstance(job, AsyncJob)
+            try:
+                answer = await service.aggregation.submit(job, prepared)
+            except Rejected as exc:
+                if exc.status < 500:  # the job ended, or the task went, while it waited
+                    job.count_rejection(exc.code)
+                raise
+        else:
+            answer = prepared
         if answer.get("duplicate") and "next" in answer:  # the stored one may be stale
             answer["next"] = job.work(party, service.clock())
         service.changed(job_id)

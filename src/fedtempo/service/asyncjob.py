@@ -1,13 +1,24 @@
-"""An ``AsyncAlgorithm`` (FedAsync, FedBuff, AsyncFedED) on the wall clock."""
+"""An ``AsyncAlgorithm`` (FedAsync, FedBuff, AsyncFedED) on the wall clock.
+
+Up to ``concurrency`` parties train at once. An upload is checked here and its blob stored; it
+then waits (``Pending``) for the job's aggregator worker (``service.asyncserve``), which applies
+the job's updates one at a time in arrival order with the job's own ``AsyncAlgorithm``, on a
+state it rebuilds from the ledger for each (current version, the update's base version,
+FedBuff's buffer, the party's K). ``settle`` then commits the update, its outcome, the party's
+answer and next task in one transaction, and only then is the party answered. This process
+holds no model and never applies an update.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from fedtempo.aggregation.versions import VersionStore
-from fedtempo.algorithms.asynchronous import AsyncAlgorithm, AsyncRunState
+from fedtempo.algorithms.asynchronous import AsyncAlgorithm
 from fedtempo.client.local import Update
 from fedtempo.rng import Streams
 from fedtempo.service.jobs import (
@@ -16,12 +27,49 @@ from fedtempo.service.jobs import (
     Job,
     Rejected,
 )
+from fedtempo.service.store import failpoint
+
+
+def _described(row: Any) -> dict[str, Any]:
+    """A buffered ``updates`` row as the worker reads it."""
+    return {
+        "sha": row["sha"],
+        "party": int(row["party"]),
+        "base_version": int(row["base_version"]),
+        "samples": int(row["samples"]),
+        "steps": int(row["steps"]),
+        "loss": float(row["loss"]),
+        "weight": float(row["weight"]),
+    }
+
+
+@dataclass
+class Pending:
+    """A validated upload (its blob stored) waiting for the job's worker; ``done`` gets the
+    answer, or the Rejected the worker's turn found."""
+
+    party: int
+    key: str
+    env: Envelope
+    sha: str
+    received: float
+    done: asyncio.Future[dict[str, Any]]
+    started: bool = False  # the worker has it (it will be committed or fail)
+    cancelled: bool = False  # the party was told to retry before it started: skip it
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sha": self.sha,
+            "party": self.party,
+            "base_version": self.env.base_version,
+            "samples": self.env.samples,
+            "steps": self.env.steps,
+            "loss": self.env.loss,
+        }
 
 
 class AsyncJob(Job):
     """An ``AsyncAlgorithm`` on the wall clock: up to ``concurrency`` parties train at once."""
-
-    state: AsyncRunState
 
     @property
     def alg(self) -> AsyncAlgorithm:
@@ -29,29 +77,7 @@ class AsyncJob(Job):
         return self.bp.asynchronous
 
     def load(self) -> None:
-        db = self.store.db
-        current = self.current_version()
-        tasks = db.execute(
-            "SELECT base_version FROM tasks WHERE job=? AND open=1", (self.id,)
-        ).fetchall()
-        refs: dict[int, int] = {}
-        for t in tasks:
-            refs[int(t[0])] = refs.get(int(t[0]), 0) + 1
-        params = {v: self.vector(v) for v in {current} | set(refs)}
-        store = VersionStore.restore(current, params, refs)
-        state = self.alg.init(params[current], (), current)
-        state.rule.store = store
-        for u in db.execute(
-            "SELECT * FROM updates WHERE job=? AND status='buffered' ORDER BY seq", (self.id,)
-        ):
-            state.rule.buffer.append((self.stored_update(u), float(u["weight"])))
-        for p in db.execute(
-            "SELECT id, next_epochs FROM parties WHERE job=? AND next_epochs IS NOT NULL",
-            (self.id,),
-        ):
-            state.local_epochs[int(p[0])] = int(p[1])
-        state.applied = int(self.row()["accepted"])
-        self.state = state
+        """Nothing to rebuild: the ledger is the whole state."""
 
     def _open_task(self, party: int) -> Any:
         return self.store.db.execute(
@@ -77,15 +103,11 @@ class AsyncJob(Job):
         if t is not None:
             self.waiting.pop(party, None)
             return self._task_json(t)
-        if not self._slot_free():  # no transaction for a party that keeps waiting
-            self.waiting[party] = now
+        if not self._slot_free():
+            self.waiting[party] = now  # no transaction for a party that keeps waiting
             return None
-        try:
-            with self.store.tx():
-                task = self._start(party, now)
-        except BaseException:
-            self.load()
-            raise
+        with self.store.tx():
+            task = self._start(party, now)
         if task is None:
             self.waiting[party] = now
         else:
@@ -93,9 +115,9 @@ class AsyncJob(Job):
         return task
 
     def _next_after_upload(self, party: int, now: float) -> dict[str, Any] | None:
-        """Inside the upload's transaction: the freed slot goes, as in the simulator, to a
+        """Inside the settling transaction: the freed slot goes, as in the simulator, to a
         random idle party among those asking for work and the uploader (the stream
-        ("service-dispatch", n) for the n-th upload); the uploader's next task, if it won."""
+        ("service-dispatch", n) for the n-th update); the uploader's next task, if it won."""
         if self.status != "running":
             return {"done": True}
         idle = {p for p, t in self.waiting.items() if now - t <= IDLE_FRESH_S and p != party}
@@ -119,31 +141,35 @@ class AsyncJob(Job):
         return int(training) < self.s.concurrency
 
     def _start(self, party: int, now: float) -> dict[str, Any] | None:
-        """Inside a transaction: a new task for ``party`` if a training slot is free."""
+        """Inside a transaction: a new task for ``party`` from the current version, if a
+        training slot is free."""
         db = self.store.db
-        if not self._slot_free():
+        if not self._slot_free() or self._open_task(party) is not None:
             return None
-        dispatch = int(
-            db.execute(
-                "SELECT dispatches FROM parties WHERE job=? AND id=?", (self.id, party)
-            ).fetchone()[0]
-        )
-        job = self.alg.start(self.state, party, dispatch)
+        row = db.execute(
+            "SELECT dispatches, next_epochs FROM parties WHERE job=? AND id=?", (self.id, party)
+        ).fetchone()
+        dispatch = int(row["dispatches"])
+        epochs = None
+        if self.alg.epochs is not None:  # AsyncFedED: the party's K (k_init at first)
+            stored = row["next_epochs"]
+            epochs = self.alg.epochs.k_init if stored is None else int(stored)
+        base = self.current_version()
         task_id = f"a{dispatch}-p{party}"
         db.execute(
             "INSERT INTO tasks VALUES (?,?,?,?,?,?,NULL,?,1)",
-            (self.id, task_id, party, job.base_version, dispatch, job.epochs, now),
+            (self.id, task_id, party, base, dispatch, epochs, now),
         )
         db.execute(
             "UPDATE parties SET dispatches = dispatches + 1, next_epochs=? WHERE job=? AND id=?",
-            (job.epochs, self.id, party),
+            (epochs, self.id, party),
         )
         return {
             "task": task_id,
             "round": None,
-            "base_version": job.base_version,
+            "base_version": base,
             "dispatch": dispatch,
-            "epochs": job.epochs,
+            "epochs": epochs,
             "deadline": None,
         }
 
@@ -154,20 +180,113 @@ class AsyncJob(Job):
         if env.base_version != int(t["base_version"]):
             raise Rejected(409, f"unknown base version {env.base_version}", "unknown base version")
         update = Update(party, 0, env.base_version, vector, env.samples, env.steps, env.loss)
-        reason = self.alg.rule.check(self.state.rule, update)
+        known = self.store.db.execute(
+            "SELECT 1 FROM versions WHERE job=? AND version=?", (self.id, env.base_version)
+        ).fetchone()
+        reason = self.alg.rule.problem(update, known is not None, self.bp.initial)
         if reason:
             raise Rejected(422, reason)
         return update
 
-    def apply(
-        self, party: int, key: str, env: Envelope, update: Update, sha: str, now: float
+    def prepare(
+        self, party: int, key: str, body: bytes, now: float, loop: asyncio.AbstractEventLoop
+    ) -> Pending | dict[str, Any]:
+        """The upload checked and its blob stored, waiting for the worker (or the answer to
+        an earlier upload of the same key)."""
+        prior = self.prior_answer(party, key)
+        if prior is not None:
+            return prior
+        env, _, sha = self.validated(party, body)  # the worker reads the delta from the blob
+        return Pending(party, key, env, sha, now, loop.create_future())
+
+    def recheck(self, p: Pending) -> dict[str, Any] | None:
+        """At the worker's turn: the answer already given to the same key, or None if the
+        update is still to be applied (Rejected: the job ended, or the task went meanwhile)."""
+        prior = self.prior_answer(p.party, p.key)
+        if prior is not None:
+            return prior
+        if self.status != "running":
+            raise Rejected(409, f"job {self.id} is {self.status}")
+        t = self._open_task(p.party)
+        if t is None or t["id"] != p.env.task:
+            raise Rejected(
+                409, f"late: task {p.env.task} is not open (expired or answered)", "late"
+            )
+        return None
+
+    # ---- what the aggregator worker does ----------------------------------------------------
+
+    def command(self, batch: list[Pending]) -> dict[str, Any]:
+        """The worker's ``apply_async`` command for pending updates (in arrival order):
+        everything the rule reads, by blob sha (the ledger's current version, the updates'
+        bases, the buffer, the parties' K)."""
+        db = self.store.db
+        current = self.current_version()
+        buffer = db.execute(
+            "SELECT * FROM updates WHERE job=? AND status='buffered' ORDER BY seq", (self.id,)
+        ).fetchall()
+        epochs = {}
+        for p in batch:
+            k = db.execute(
+                "SELECT next_epochs FROM parties WHERE job=? AND id=?", (self.id, p.party)
+            ).fetchone()[0]
+            if k is not None:
+                epochs[str(p.party)] = int(k)
+        bases = {p.env.base_version for p in batch}
+        return {
+            "op": "apply_async",
+            "current": [current, self.version_sha(current)],
+            "versions": {str(v): self.version_sha(v) for v in sorted(bases)},
+            "updates": [p.describe() for p in batch],
+            "buffer": [_described(b) for b in buffer],
+            "epochs": epochs,
+        }
+
+    def issued(self, p: Pending) -> float | None:
+        """When the task a pending update answers was handed out."""
+        t = self.store.db.execute(
+            "SELECT issued FROM tasks WHERE job=? AND id=?", (self.id, p.env.task)
+        ).fetchone()
+        return None if t is None else float(t[0])
+
+    def settle(
+        self, batch: list[Pending], results: list[dict[str, Any]], now: float
+    ) -> list[dict[str, Any] | None]:
+        """Commit the updates with what the worker computed for each (its status and weight,
+        the new version if one was made, the party's K), their answers and the parties' next
+        tasks, in one transaction (one fsync for the lot). Returns the answers (on disk); None
+        for an update that came after the job ended (``max_updates`` reached in the batch)."""
+        answers: list[dict[str, Any] | None] = []
+        freed: set[str] = set()
+        try:
+            with self.store.tx():
+                for p, result in zip(batch, results, strict=True):
+                    if self.status != "running":
+                        answers.append(None)
+                        freed |= {p.sha} | ({result["sha"]} if result.get("sha") else set())
+                        continue
+                    answer, gone = self._apply_result(result, p, now)
+                    self.store.db.execute(
+                        "UPDATE updates SET response=? WHERE job=? AND party=? AND key=?",
+                        (json.dumps(answer), self.id, p.party, p.key),
+                    )
+                    answers.append(answer)
+                    freed |= gone
+        except BaseException:
+            self.load()
+            raise
+        failpoint("before-ack")
+        self.store.delete_blobs(freed)
+        return answers
+
+    def _apply_result(
+        self, result: dict[str, Any], p: Pending, now: float
     ) -> tuple[dict[str, Any], set[str]]:
         db = self.store.db
-        outcome, k_next = self.alg.receive(self.state, update)
-        self.alg.finish(self.state, update.base_version)
-        assert outcome.accepted  # admit ran the rule's own check
+        party, key, env, sha = p.party, p.key, p.env, p.sha
+        version = result.get("version")
         freed: set[str] = set()
-        if outcome.version is not None:  # flushed: every buffered update is now applied
+        if version is not None:  # flushed: every buffered update is now applied
             rows = db.execute(
                 "SELECT sha FROM updates WHERE job=? AND status='buffered'", (self.id,)
             ).fetchall()
@@ -175,9 +294,10 @@ class AsyncJob(Job):
             db.execute(
                 "UPDATE updates SET status='applied' WHERE job=? AND status='buffered'", (self.id,)
             )
-        status = "buffered" if outcome.version is None else "applied"
-        self.insert_update(party, key, env, sha, now, status, None, outcome.weight)
+        status = "buffered" if version is None else "applied"
+        self.insert_update(party, key, env, sha, p.received, status, None, float(result["weight"]))
         db.execute("DELETE FROM tasks WHERE job=? AND id=?", (self.id, env.task))
+        k_next = int(result["k_next"])
         if self.alg.epochs is not None:
             db.execute(
                 "UPDATE parties SET next_epochs=? WHERE job=? AND id=?", (k_next, self.id, party)
@@ -186,17 +306,16 @@ class AsyncJob(Job):
             "UPDATE jobs SET accepted = accepted + 1, received = received + 1 WHERE id=?",
             (self.id,),
         )
-        if outcome.version is not None:
-            freed |= self.publish(outcome.version, self.state.params, self._referenced())
+        if version is not None:
+            freed |= self.publish_sha(int(version), str(result["sha"]), self._referenced())
         received = int(self.row()["received"])
         if self.s.max_updates is not None and received >= self.s.max_updates:
             self._finish_job(f"{self.s.max_updates} updates received", now)
-        staleness = outcome.staleness
         answer = {
             "status": status,
-            "version": outcome.version,
-            "weight": outcome.weight,
-            "staleness": None if staleness is None else staleness.versions,
+            "version": version,
+            "weight": result["weight"],
+            "staleness": result["versions"],
             "next_epochs": k_next if self.alg.epochs is not None else None,
             # the party's next task rides along (one request and one commit instead of two)
             "next": self._next_after_upload(party, now),
@@ -210,30 +329,25 @@ class AsyncJob(Job):
         return {int(r[0]) for r in rows}
 
     def tick(self, now: float) -> None:
+        """Tasks not answered within ``task_timeout_s`` are given up."""
         db = self.store.db
         stale = db.execute(
-            "SELECT id, base_version FROM tasks WHERE job=? AND open=1 AND issued < ?",
+            "SELECT id FROM tasks WHERE job=? AND open=1 AND issued < ?",
             (self.id, now - self.s.task_timeout_s),
         ).fetchall()
         if not stale:
             return
-        try:
-            with self.store.tx():
-                for t in stale:
-                    db.execute("DELETE FROM tasks WHERE job=? AND id=?", (self.id, t["id"]))
-                    self.alg.finish(self.state, int(t["base_version"]))
-                keep = self._referenced() | {self.state.version}
-                rows = db.execute(
-                    "SELECT version, sha FROM versions WHERE job=?", (self.id,)
-                ).fetchall()
-                freed = {str(r["sha"]) for r in rows if int(r["version"]) not in keep}
-                for r in rows:
-                    if int(r["version"]) not in keep:
-                        db.execute(
-                            "DELETE FROM versions WHERE job=? AND version=?",
-                            (self.id, r["version"]),
-                        )
-        except BaseException:
-            self.load()
-            raise
+        with self.store.tx():
+            for t in stale:
+                db.execute("DELETE FROM tasks WHERE job=? AND id=?", (self.id, t["id"]))
+            keep = self._referenced() | {self.current_version()}
+            rows = db.execute(
+                "SELECT version, sha FROM versions WHERE job=?", (self.id,)
+            ).fetchall()
+            freed = {str(r["sha"]) for r in rows if int(r["version"]) not in keep}
+            for r in rows:
+                if int(r["version"]) not in keep:
+                    db.execute(
+                        "DELETE FROM versions WHERE job=? AND version=?", (self.id, r["version"])
+                    )
         self.store.delete_blobs(freed)

@@ -136,6 +136,12 @@ class Admin:
             self._json("POST", f"/v1/jobs/{job}/parties", {"name": party, "public_key": public_key})
         )
 
+    def evaluate(
+        self, job: str, version: int, accuracy: float, samples: int, loss: float | None = None
+    ) -> dict[str, Any]:
+        data = {"version": version, "accuracy": accuracy, "samples": samples, "loss": loss}
+        return dict(self._json("POST", f"/v1/jobs/{job}/evaluations", data))
+
     def model(self, job: str) -> tuple[bytes, int]:
         r = checked(self.http.send("GET", f"/v1/jobs/{job}/model", headers=self._h))
         return r.content, int(r.headers.get("x-fedtempo-version", "-1"))

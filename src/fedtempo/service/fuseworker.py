@@ -11,6 +11,13 @@ done: the spawn-to-ready time is the measured deploy time). Commands:
 - ``checkpoint``: write the running sum to the store (sum rules only); answers its sha.
 - ``finish`` {base}: the round's model from the version ``base`` and what was fused, written
   to the store; answers its sha.
+- ``begin_async`` {layout, algorithm}: the job's ``AsyncAlgorithm`` as ``describe`` wrote it.
+- ``apply_async`` {current, versions, updates, buffer, epochs}: apply the updates in order
+  with the algorithm, starting from the state the ledger describes (the current version as
+  [number, sha], the updates' base versions {number: sha}, the buffered updates in order, the
+  parties' K); answers each one's outcome (weight, staleness, the new version and its sha when
+  one was made, the party's next K). The worker keeps no state between commands that it could
+  not rebuild from them: a replaced worker gives the same bits.
 - ``exit``.
 
 Every answer carries ``cpu_s`` (this process's user + system CPU seconds so far, from the OS) and
@@ -35,6 +42,9 @@ from safetensors.torch import save as st_save
 
 from fedtempo.aggregation.fusion import RunningSum
 from fedtempo.aggregation.sync import Fuser, sync_rule_from
+from fedtempo.aggregation.versions import VersionStore
+from fedtempo.algorithms.asynchronous import AsyncAlgorithm, AsyncRunState, async_algorithm_from
+from fedtempo.client.local import Update
 from fedtempo.service import wire
 from fedtempo.service.store import Blobs, failpoint
 
@@ -56,8 +66,80 @@ def decode_partial(data: bytes) -> RunningSum:
     return RunningSum(total, float(meta["weight"]), int(meta["count"]))
 
 
+class AsyncApply:
+    """Asynchronous updates applied in order by the job's ``AsyncAlgorithm``; parsed
+    blobs are cached by sha (a cache only: every command names all it needs)."""
+
+    def __init__(self, blobs: Blobs, layout: wire.Layout, algorithm: AsyncAlgorithm) -> None:
+        self.blobs, self.layout, self.alg = blobs, layout, algorithm
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def _vector(self, sha: str, used: dict[str, torch.Tensor]) -> torch.Tensor:
+        vector = self.cache.get(sha)
+        if vector is None:
+            vector = wire.parse(self.layout, self.blobs.get(sha))[0]
+        used[sha] = vector
+        return vector
+
+    def _update(self, d: dict[str, Any], used: dict[str, torch.Tensor]) -> Update:
+        delta = self._vector(str(d["sha"]), used)
+        return Update(
+            int(d["party"]),
+            self.alg.task,
+            int(d["base_version"]),
+            delta,
+            int(d["samples"]),
+            int(d["steps"]),
+            float(d["loss"]),
+        )
+
+    def apply(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``cmd["updates"]`` in order, each on the state the previous left (the
+        ledger's state before the first: current version, the updates' base versions, the
+        buffer, the parties' K); one result per update."""
+        used: dict[str, torch.Tensor] = {}
+        current, current_sha = cmd["current"]
+        params = {int(current): self._vector(str(current_sha), used)}
+        for v, sha in cmd["versions"].items():
+            params[int(v)] = self._vector(str(sha), used)
+        updates = [self._update(u, used) for u in cmd["updates"]]
+        refs: dict[int, int] = {}
+        for u in updates:
+            refs[u.base_version] = refs.get(u.base_version, 0) + 1
+        state = AsyncRunState(self.alg.rule.init(params[int(current)], int(current)))
+        state.rule.store = VersionStore.restore(int(current), params, refs)
+        state.rule.buffer = [
+            (self._update(b, used), float(b["weight"])) for b in cmd.get("buffer", [])
+        ]
+        state.local_epochs = {int(p): int(k) for p, k in cmd.get("epochs", {}).items()}
+        failpoint("mid-fusion")  # a test kills the worker with the updates half applied
+        results = []
+        for update in updates:
+            outcome, k_next = self.alg.receive(state, update)
+            self.alg.finish(state, update.base_version)
+            if not outcome.accepted:
+                raise ValueError(f"update refused by the rule: {outcome.reason}")
+            sha = None
+            if outcome.version is not None:
+                sha = self.blobs.put(wire.encode(self.layout, state.params))
+                used[sha] = state.params
+            staleness = outcome.staleness
+            results.append(
+                {
+                    "version": outcome.version,
+                    "sha": sha,
+                    "weight": outcome.weight,
+                    "versions": None if staleness is None else staleness.versions,
+                    "distance": None if staleness is None else staleness.distance,
+                    "k_next": k_next,
+                }
+            )
+        self.cache = used  # what the next command most likely reads again
+        return {"op": "applied", "results": results}
+
+
 class Fusion:
-    """One worker's state: the round being fused."""
+    """One worker's state: the round being fused (or the asynchronous job it applies for)."""
 
     def __init__(self, blobs: Blobs) -> None:
         self.blobs = blobs
@@ -65,9 +147,20 @@ class Fusion:
         self.fused: Fuser | None = None
         self.rule: Any = None
         self.adds = 0
+        self.asynchronous: AsyncApply | None = None
 
     def handle(self, cmd: dict[str, Any]) -> dict[str, Any]:
         op = cmd.get("op")
+        if op == "begin_async":
+            algorithm = async_algorithm_from(cmd["algorithm"])
+            self.asynchronous = AsyncApply(
+                self.blobs, wire.Layout.from_json(cmd["layout"]), algorithm
+            )
+            return {"op": "begun"}
+        if op == "apply_async":
+            if self.asynchronous is None:
+                raise ValueError("'apply_async' before 'begin_async'")
+            return self.asynchronous.apply(cmd)
         if op == "begin":
             self.layout = wire.Layout.from_json(cmd["layout"])
             self.rule = sync_rule_from(cmd["rule"])

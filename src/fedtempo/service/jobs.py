@@ -33,7 +33,6 @@ from fedtempo.algorithms.protocol import (
 from fedtempo.client.local import Update
 from fedtempo.service import wire
 from fedtempo.service.store import Store, failpoint
-from fedtempo.system.availability import Availability
 
 POLL_FRESH_S = 60.0  # a party that asked for work this recently counts as waiting (online)
 IDLE_FRESH_S = 35.0  # an idle party is dispatched to only if it asked this recently
@@ -125,40 +124,6 @@ class Envelope:
             "steps": str(self.steps),
             "loss": repr(self.loss),
         }
-
-
-class ServiceView:
-    """The ``RoundView`` of a round on the network: dispatch numbers are known; device times
-    are not (an algorithm that plans with them cannot run as a service yet)."""
-
-    def __init__(self, now: float, dispatches: Mapping[int, int]) -> None:
-        self._now, self._dispatches = now, dispatches
-
-    @property
-    def now(self) -> float:
-        return self._now
-
-    @property
-    def availability(self) -> Availability:
-        raise Rejected(422, "this algorithm plans with device availability, unknown to a service")
-
-    def dispatch(self, client: int) -> int:
-        return self._dispatches[client]
-
-    def _unknown(self) -> float:
-        raise Rejected(422, "this algorithm plans with device times, unknown to a service")
-
-    def compute_time(self, client: int, flops: float) -> float:
-        return self._unknown()
-
-    def upload_time(self, client: int, bits: float) -> float:
-        return self._unknown()
-
-    def download_time(self, client: int, bits: float) -> float:
-        return self._unknown()
-
-    def uplink_snr_per_hz(self, client: int) -> float:
-        return self._unknown()
 
 
 class Job:
@@ -292,13 +257,22 @@ class Job:
     def upload(self, party: int, key: str, body: bytes, now: float) -> dict[str, Any]:
         """Validate, store durably, apply; the answer is returned only once it is on disk.
         A retried upload (same key) gets the first answer again and changes nothing."""
-        db = self.store.db
-        prior = db.execute(
+        prior = self.prior_answer(party, key)
+        if prior is not None:
+            return prior
+        env, update, sha = self.validated(party, body)
+        return self.commit(party, key, env, update, sha, now, self.apply)
+
+    def prior_answer(self, party: int, key: str) -> dict[str, Any] | None:
+        """The stored answer to the party's upload ``key``, marked as a duplicate."""
+        prior = self.store.db.execute(
             "SELECT response FROM updates WHERE job=? AND party=? AND key=?",
             (self.id, party, key),
         ).fetchone()
-        if prior is not None:
-            return {**json.loads(prior["response"]), "duplicate": True}
+        return None if prior is None else {**json.loads(prior["response"]), "duplicate": True}
+
+    def validated(self, party: int, body: bytes) -> tuple[Envelope, Update, str]:
+        """The upload parsed and admitted, its blob stored (or Rejected, nothing changed)."""
         if self.status != "running":
             raise Rejected(409, f"job {self.id} is {self.status}")
         try:
@@ -309,10 +283,23 @@ class Job:
         update = self.admit(party, env, vector)
         sha = self.store.put_blob(body)
         failpoint("after-blob-write")
+        return env, update, sha
+
+    def commit(
+        self,
+        party: int,
+        key: str,
+        env: Envelope,
+        update: Update,
+        sha: str,
+        now: float,
+        apply: Callable[..., tuple[dict[str, Any], set[str]]],
+    ) -> dict[str, Any]:
+        """``apply`` and the answer in one transaction; the answer once it is on disk."""
         try:
             with self.store.tx():
-                answer, freed = self.apply(party, key, env, update, sha, now)
-                db.execute(
+                answer, freed = apply(party, key, env, update, sha, now)
+                self.store.db.execute(
                     "UPDATE updates SET response=? WHERE job=? AND party=? AND key=?",
                     (json.dumps(answer), self.id, party, key),
                 )

@@ -28,6 +28,15 @@ class WorkRequest(BaseModel):
     wait_s: float = Field(20.0, ge=0, le=MAX_WAIT_S)
 
 
+class EvaluationRequest(BaseModel):
+    """What an evaluator measured of one model version on its own held-out data."""
+
+    version: int = Field(ge=0)
+    accuracy: float = Field(ge=0.0, le=1.0)
+    loss: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    samples: int = Field(ge=1)
+
+
 async def read_body(request: Request, limit: int, content_type: str) -> bytes:
     got = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if got != content_type:

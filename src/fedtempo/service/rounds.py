@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,42 @@ from fedtempo.service.jobs import (
     Envelope,
     Job,
     Rejected,
-    ServiceView,
 )
+from fedtempo.system.availability import Availability
+
+
+class ServiceView:
+    """The ``RoundView`` of a round on the network: dispatch numbers are known; device times
+    are not (an algorithm that plans with them cannot run as a service yet)."""
+
+    def __init__(self, now: float, dispatches: Mapping[int, int]) -> None:
+        self._now, self._dispatches = now, dispatches
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    @property
+    def availability(self) -> Availability:
+        raise Rejected(422, "this algorithm plans with device availability, unknown to a service")
+
+    def dispatch(self, client: int) -> int:
+        return self._dispatches[client]
+
+    def _unknown(self) -> float:
+        raise Rejected(422, "this algorithm plans with device times, unknown to a service")
+
+    def compute_time(self, client: int, flops: float) -> float:
+        return self._unknown()
+
+    def upload_time(self, client: int, bits: float) -> float:
+        return self._unknown()
+
+    def download_time(self, client: int, bits: float) -> float:
+        return self._unknown()
+
+    def uplink_snr_per_hz(self, client: int) -> float:
+        return self._unknown()
 
 
 @dataclass

@@ -89,6 +89,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX workers_job ON workers (job);
     """,
+    # 2 -> 3: what an evaluator measured of a job's model versions (accuracy over time)
+    """
+    CREATE TABLE evaluations (
+        job TEXT NOT NULL REFERENCES jobs(id), version INTEGER NOT NULL, at REAL NOT NULL,
+        accuracy REAL NOT NULL, loss REAL, samples INTEGER NOT NULL,
+        PRIMARY KEY (job, version)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -28,11 +28,24 @@ POOL_HISTORY = 500  # worker lives the dashboard shows (the most recent)
 
 
 def describe(service: Service, job: Job, now: float) -> dict[str, Any]:
-    """A job's status with its aggregation figures (rounds jobs)."""
+    """A job's status with its aggregation figures."""
     out = job.describe(now)
-    if job.s.kind == "rounds":
-        out["aggregation"] = service.accounting.job(job.id)
+    out["aggregation"] = service.accounting.job(job.id)
     return out
+
+
+def evaluations(job: Job) -> list[dict[str, Any]]:
+    """What evaluators reported of the job's versions, in version order (the latest
+    ``POOL_HISTORY``)."""
+    rows = job.store.db.execute(
+        "SELECT version, at, accuracy, loss FROM evaluations WHERE job=? "
+        "ORDER BY version DESC LIMIT ?",
+        (job.id, POOL_HISTORY),
+    ).fetchall()
+    return [
+        {"version": int(r[0]), "at": float(r[1]), "accuracy": float(r[2]), "loss": r[3]}
+        for r in reversed(rows)
+    ]
 
 
 def parties(job: Job, now: float) -> list[dict[str, Any]]:
@@ -63,6 +76,7 @@ def dashboard(service: Service) -> dict[str, Any]:
     for job in service.jobs.values():
         info = describe(service, job, now)
         info["party_list"] = parties(job, now)
+        info["evaluations"] = evaluations(job)
         jobs.append(info)
     return {
         "now": now,
@@ -104,6 +118,9 @@ class _Collector:
             labels=["job"],
         )
         version = GaugeMetricFamily("fedtempo_job_version", "Current model version", labels=["job"])
+        accuracy = GaugeMetricFamily(
+            "fedtempo_job_accuracy", "Latest evaluated accuracy", labels=["job"]
+        )
         updates = CounterMetricFamily(
             "fedtempo_updates", "Updates by outcome", labels=["job", "outcome"]
         )
@@ -113,8 +130,9 @@ class _Collector:
             updates.add_metric([job_id, "accepted"], info["updates"]["accepted"])
             for reason, count in info["updates"]["rejected"].items():
                 updates.add_metric([job_id, f"rejected: {reason}"], count)
-            if job.s.kind != "rounds":
-                continue
+            evaluated = evaluations(job)
+            if evaluated:
+                accuracy.add_metric([job_id], evaluated[-1]["accuracy"])
             a = s.accounting.job(job_id)
             c_s.add_metric([job_id], a["container_s"])
             cpu.add_metric([job_id], a["cpu_s"])
@@ -127,7 +145,7 @@ class _Collector:
         pool.add_metric([], s.aggregation.s.workers)
         deploy = GaugeMetricFamily("fedtempo_worker_deploy_seconds", "Measured deploy time")
         deploy.add_metric([], s.aggregation.deploy_s)
-        return [c_s, cpu, deploys, live, eager, latency, version, updates, pool, deploy]
+        return [c_s, cpu, deploys, live, eager, latency, version, accuracy, updates, pool, deploy]
 
 
 def add_views(app: FastAPI, service: Service) -> None:

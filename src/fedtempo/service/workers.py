@@ -214,6 +214,20 @@ class ConnectionWorker:
                 os.kill(self.proc.pid, signal.SIGKILL)
 
 
+# what the template imports (the main module too: a forked child then finds it loaded instead
+# of re-running it)
+TEMPLATE_PRELOAD = ["__main__", "fedtempo.service.fuseworker"]
+
+
+def start_template() -> None:
+    """Start the warm workers' template process now, without waiting for its imports (a
+    server calls this first thing, so that the template imports torch while the server does)."""
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(TEMPLATE_PRELOAD)
+    forkserver.ensure_running()
+
+
 class ForkLauncher:
     """Warm workers: forked from a template process that imported the fusion code once."""
 
@@ -222,15 +236,12 @@ class ForkLauncher:
     def __init__(self, blobs: Path) -> None:
         self.blobs = blobs
         self.ctx = multiprocessing.get_context("forkserver")
-        # the main module too: a forked child then finds it loaded instead of re-running it
-        self.ctx.set_forkserver_preload(["__main__", "fedtempo.service.fuseworker"])
+        self.ctx.set_forkserver_preload(TEMPLATE_PRELOAD)
         self.pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="fedtempo-worker-io")
 
     async def warm(self) -> None:
         """Start the template process now, so that the first deploy is a fork too."""
-        from multiprocessing import forkserver
-
-        await asyncio.get_running_loop().run_in_executor(self.pool, forkserver.ensure_running)
+        await asyncio.get_running_loop().run_in_executor(self.pool, start_template)
 
     async def spawn(self) -> ConnectionWorker:
         from fedtempo.service.fuseworker import serve_connection
