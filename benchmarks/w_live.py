@@ -240,11 +240,11 @@ def fidelity(config: Path, tmp: Path, quick: bool) -> dict[str, float]:
     import fedtempo
     from fedtempo.experiment.deploy import model_accuracy
 
-    if quick:  # 5 parties, a short run
+    if quick:  # 3 parties, a short run
         small = tmp / f"{config.stem}-quick.toml"
         small.write_text(
-            f'extends = "{config}"\nname = "q"\n[partition]\nnum_clients = 5\n'
-            "[server]\nrounds = 5\nclients_per_round = 5\n"
+            f'extends = "{config}"\nname = "q"\n[partition]\nnum_clients = 3\n'
+            "[server]\nrounds = 2\nclients_per_round = 3\n"
         )
         config = small
     cfg = fedtempo.load_config(config)

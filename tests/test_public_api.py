@@ -81,7 +81,7 @@ LAYERS = [
     {"algorithms"},
     {"sim", "service"},
     {"experiment"},
-    {"cli", "cli_common", "cli_deploy", "testing"},
+    {"cli", "cli_common", "cli_deploy", "cli_emulate", "testing"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
