@@ -1,7 +1,7 @@
 """Who fuses which round, and when: eager, lazy and JIT aggregator workers on the wall clock
 (SPEC C), from a pool of at most ``workers`` at once, for every job of the service. This
-module runs the rounds jobs; an asynchronous job's worker applies its queued updates one by
-one (``service.asyncserve``), under the same policies, pool and accounting.
+module runs the rounds jobs; an asynchronous job's worker applies its pending uploads in
+arrival order (``service.asyncserve``), under the same policies, pool and accounting.
 
 The policies are the simulator's (``fedtempo.sim.jit``), with the same ``fedtempo.jit``
 objects and the wall clock:
@@ -64,8 +64,9 @@ class AggregationSettings:
     """The service's aggregation: ``policy``, at most ``workers`` at once; JIT's ``margin_s``
     and ``grace_s`` (wall seconds), its EWMA weight and safety; ``queue_bound`` (see above);
     the deploy and per-update fusion guesses used until the first measurement;
-    ``answer_wait_s``: how long an asynchronous upload's answer waits for a worker to apply it
-    (then a 503 asks the party to retry the same key; the update stays queued)."""
+    ``answer_wait_s``: how long an asynchronous upload waits for a worker to apply it (then a
+    503 asks the party to retry the same key; one no worker had begun is dropped, blob and
+    all, and one a worker had begun is committed, so the retry gets its answer)."""
 
     policy: Policy = "jit"
     workers: int = 2
