@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 LN2 = math.log(2.0)
 
@@ -326,6 +325,8 @@ def solve_pruning_slsqp(p: PruningProblem) -> tuple[PruningAllocation, bool]:
         {"type": "ineq", "fun": lambda z: 1.0 - z[n:].sum()},
     ]
     z0 = np.concatenate([np.full(n, p.rho_max), np.full(n, 1.0 / n)])
+    from scipy.optimize import minimize  # only the reference solver needs scipy
+
     res = minimize(
         lambda z: float(np.dot(p.weights, z[:n])),
         z0,

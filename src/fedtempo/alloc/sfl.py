@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import brentq
 
 from fedtempo.errors import ConfigError
 
@@ -134,6 +133,8 @@ def share_server(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     au, bu = a[users], b[users]
     lo = float(au.max())
     hi = lo + float(bu.sum())  # there every term is <= b_n / sum(b) so the sum is <= 1
+
+    from scipy.optimize import brentq  # here: importing scipy.optimize costs ~0.5 s
 
     def excess(tau: float) -> float:
         return float(np.sum(bu / (tau - au))) - 1.0

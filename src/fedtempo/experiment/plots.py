@@ -1,14 +1,10 @@
-"""Plots of results (matplotlib, no display needed)."""
+"""Plots of results (matplotlib, no display needed; imported when a plot is drawn, so that the
+processes that never plot, a server or a party, do not pay for it)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 from fedtempo.sim.recorder import Evaluation
 
@@ -17,6 +13,11 @@ def accuracy_plot(
     curves: Sequence[tuple[str, Sequence[Evaluation]]], path: Path, title: str = ""
 ) -> None:
     """Test accuracy versus virtual time, one line per (label, evaluations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, evals in curves:
         ax.plot(

@@ -16,8 +16,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.interpolate import PchipInterpolator
-from scipy.optimize import OptimizeWarning, curve_fit
 from torch import nn
 
 from fedtempo.models.profile import count_flops
@@ -102,6 +100,8 @@ def fit_curve(cuts: np.ndarray, values: np.ndarray, family: Family, degree: int 
         poly = np.polynomial.Polynomial.fit(x, y, deg=min(degree, len(x) - 1))
         return Fit(family, poly, r_squared(y, poly(x)))
     if family == "spline":
+        from scipy.interpolate import PchipInterpolator  # here: importing scipy costs ~0.8 s
+
         spline = PchipInterpolator(x, y)
         return Fit(family, spline, r_squared(y, spline(x)))
     if family == "exp":
@@ -110,6 +110,8 @@ def fit_curve(cuts: np.ndarray, values: np.ndarray, family: Family, degree: int 
 
 
 def _fit_exp(x: np.ndarray, y: np.ndarray) -> Fit:
+    from scipy.optimize import OptimizeWarning, curve_fit
+
     def f(t: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
         return a * np.exp(-b * t) + c
 
