@@ -73,9 +73,17 @@ class AsyncAlgorithm:
 
     def next_epochs(self, state: AsyncRunState, client: int) -> int | None:
         """The local epochs ``client`` trains next (None: the task's own)."""
+        k = self.epochs_for(state.local_epochs.get(client))
+        if k is not None:
+            state.local_epochs[client] = k
+        return k
+
+    def epochs_for(self, stored: int | None) -> int | None:
+        """The local epochs of a client whose K is ``stored`` (None: not set yet, k_init);
+        None where epochs are the task's own."""
         if self.epochs is None:
             return None
-        return state.local_epochs.setdefault(client, self.epochs.k_init)
+        return self.epochs.k_init if stored is None else stored
 
     def describe(self) -> dict[str, Any]:
         """The algorithm as JSON data (``async_algorithm_from`` reads it back)."""

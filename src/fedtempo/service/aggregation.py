@@ -130,8 +130,10 @@ class Aggregation:
         it, a 503: the party retries the same key (an upload the worker had begun is
         committed, and the retry gets its answer)."""
         self.pending.setdefault(job.id, []).append(p)
-        self.step()  # a free worker is granted now, not at the next tick
-        self.notify(job.id)
+        if job.id in self.held:
+            self.notify(job.id)
+        else:
+            self.step()  # a free worker is granted now, not at the next tick
         try:
             return await asyncio.wait_for(asyncio.shield(p.done), self.s.answer_wait_s)
         except TimeoutError:

@@ -2,17 +2,16 @@
 
 Up to ``concurrency`` parties train at once. An upload is checked here and its blob stored; it
 then waits (``Pending``) for the job's aggregator worker (``service.asyncserve``), which applies
-the job's updates one at a time in arrival order with the job's own ``AsyncAlgorithm``, on a
-state it rebuilds from the ledger for each (current version, the update's base version,
-FedBuff's buffer, the party's K). ``settle`` then commits the update, its outcome, the party's
-answer and next task in one transaction, and only then is the party answered. This process
-holds no model and never applies an update.
+the job's updates in arrival order, in batches of what waits, with the job's own
+``AsyncAlgorithm``, on a state it rebuilds from the ledger (current version, the updates' base
+versions, FedBuff's buffer, the parties' K). ``settle`` then commits the batch, each update with
+its outcome, answer and the party's next task, in one transaction, and only then are the
+parties answered. This process holds no model and never applies an update.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,6 @@ from fedtempo.service.jobs import (
     Job,
     Rejected,
 )
-from fedtempo.service.store import failpoint
 
 
 def _described(row: Any) -> dict[str, Any]:
@@ -150,10 +148,8 @@ class AsyncJob(Job):
             "SELECT dispatches, next_epochs FROM parties WHERE job=? AND id=?", (self.id, party)
         ).fetchone()
         dispatch = int(row["dispatches"])
-        epochs = None
-        if self.alg.epochs is not None:  # AsyncFedED: the party's K (k_init at first)
-            stored = row["next_epochs"]
-            epochs = self.alg.epochs.k_init if stored is None else int(stored)
+        stored = row["next_epochs"]
+        epochs = self.alg.epochs_for(None if stored is None else int(stored))
         base = self.current_version()
         task_id = f"a{dispatch}-p{party}"
         db.execute(
@@ -173,10 +169,15 @@ class AsyncJob(Job):
             "deadline": None,
         }
 
-    def admit(self, party: int, env: Envelope, vector: torch.Tensor) -> Update:
+    def _task_of(self, party: int, env: Envelope) -> Any:
+        """The open task ``env`` answers, or Rejected (late: expired or answered)."""
         t = self._open_task(party)
         if t is None or t["id"] != env.task:
             raise Rejected(409, f"late: task {env.task} is not open (expired or answered)", "late")
+        return t
+
+    def admit(self, party: int, env: Envelope, vector: torch.Tensor) -> Update:
+        t = self._task_of(party, env)
         if env.base_version != int(t["base_version"]):
             raise Rejected(409, f"unknown base version {env.base_version}", "unknown base version")
         update = Update(party, 0, env.base_version, vector, env.samples, env.steps, env.loss)
@@ -207,11 +208,7 @@ class AsyncJob(Job):
             return prior
         if self.status != "running":
             raise Rejected(409, f"job {self.id} is {self.status}")
-        t = self._open_task(p.party)
-        if t is None or t["id"] != p.env.task:
-            raise Rejected(
-                409, f"late: task {p.env.task} is not open (expired or answered)", "late"
-            )
+        self._task_of(p.party, p.env)
         return None
 
     # ---- what the aggregator worker does ----------------------------------------------------
@@ -256,28 +253,22 @@ class AsyncJob(Job):
         the new version if one was made, the party's K), their answers and the parties' next
         tasks, in one transaction (one fsync for the lot). Returns the answers (on disk); None
         for an update that came after the job ended (``max_updates`` reached in the batch)."""
-        answers: list[dict[str, Any] | None] = []
-        freed: set[str] = set()
-        try:
-            with self.store.tx():
-                for p, result in zip(batch, results, strict=True):
-                    if self.status != "running":
-                        answers.append(None)
-                        freed |= {p.sha} | ({result["sha"]} if result.get("sha") else set())
-                        continue
-                    answer, gone = self._apply_result(result, p, now)
-                    self.store.db.execute(
-                        "UPDATE updates SET response=? WHERE job=? AND party=? AND key=?",
-                        (json.dumps(answer), self.id, p.party, p.key),
-                    )
-                    answers.append(answer)
-                    freed |= gone
-        except BaseException:
-            self.load()
-            raise
-        failpoint("before-ack")
-        self.store.delete_blobs(freed)
-        return answers
+
+        def applied() -> tuple[list[dict[str, Any] | None], set[str]]:
+            answers: list[dict[str, Any] | None] = []
+            freed: set[str] = set()
+            for p, result in zip(batch, results, strict=True):
+                if self.status != "running":
+                    answers.append(None)
+                    freed |= {p.sha} | ({result["sha"]} if result.get("sha") else set())
+                    continue
+                answer, gone = self._apply_result(result, p, now)
+                self.store_answer(p.party, p.key, answer)
+                answers.append(answer)
+                freed |= gone
+            return answers, freed
+
+        return self.committed(applied)
 
     def _apply_result(
         self, result: dict[str, Any], p: Pending, now: float
@@ -340,14 +331,5 @@ class AsyncJob(Job):
         with self.store.tx():
             for t in stale:
                 db.execute("DELETE FROM tasks WHERE job=? AND id=?", (self.id, t["id"]))
-            keep = self._referenced() | {self.current_version()}
-            rows = db.execute(
-                "SELECT version, sha FROM versions WHERE job=?", (self.id,)
-            ).fetchall()
-            freed = {str(r["sha"]) for r in rows if int(r["version"]) not in keep}
-            for r in rows:
-                if int(r["version"]) not in keep:
-                    db.execute(
-                        "DELETE FROM versions WHERE job=? AND version=?", (self.id, r["version"])
-                    )
+            freed = self.drop_versions(self._referenced() | {self.current_version()})
         self.store.delete_blobs(freed)

@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -34,6 +34,7 @@ from fedtempo.client.local import Update
 from fedtempo.service import wire
 from fedtempo.service.store import Store, failpoint
 
+T = TypeVar("T")
 POLL_FRESH_S = 60.0  # a party that asked for work this recently counts as waiting (online)
 IDLE_FRESH_S = 35.0  # an idle party is dispatched to only if it asked this recently
 
@@ -179,19 +180,17 @@ class Job:
     def current_version(self) -> int:
         return int(self.row()["version"])
 
-    def publish(self, version: int, params: torch.Tensor, keep: set[int]) -> set[str]:
-        """Inside a transaction: store ``params`` as ``version``, make it current, drop the
-        versions outside ``keep``; returns the blobs that became unreferenced."""
-        return self.publish_sha(
-            version, self.store.put_blob(wire.encode(self.bp.layout, params)), keep
-        )
-
     def publish_sha(self, version: int, sha: str, keep: set[int]) -> set[str]:
-        """``publish`` for a model already in the blob store as ``sha``."""
+        """Inside a transaction: make the model stored as ``sha`` the current ``version`` and
+        drop the versions outside ``keep``; returns the blobs that became unreferenced."""
         db = self.store.db
         db.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?)", (self.id, version, sha))
         db.execute("UPDATE jobs SET version=? WHERE id=?", (version, self.id))
-        keep = keep | {version}
+        return self.drop_versions(keep | {version})
+
+    def drop_versions(self, keep: set[int]) -> set[str]:
+        """Inside a transaction: forget the versions outside ``keep``; their blobs."""
+        db = self.store.db
         old = db.execute("SELECT version, sha FROM versions WHERE job=?", (self.id,)).fetchall()
         freed = set()
         for r in old:
@@ -261,7 +260,13 @@ class Job:
         if prior is not None:
             return prior
         env, update, sha = self.validated(party, body)
-        return self.commit(party, key, env, update, sha, now, self.apply)
+
+        def applied() -> tuple[dict[str, Any], set[str]]:
+            answer, freed = self.apply(party, key, env, update, sha, now)
+            self.store_answer(party, key, answer)
+            return answer, freed
+
+        return self.committed(applied)
 
     def prior_answer(self, party: int, key: str) -> dict[str, Any] | None:
         """The stored answer to the party's upload ``key``, marked as a duplicate."""
@@ -285,30 +290,25 @@ class Job:
         failpoint("after-blob-write")
         return env, update, sha
 
-    def commit(
-        self,
-        party: int,
-        key: str,
-        env: Envelope,
-        update: Update,
-        sha: str,
-        now: float,
-        apply: Callable[..., tuple[dict[str, Any], set[str]]],
-    ) -> dict[str, Any]:
-        """``apply`` and the answer in one transaction; the answer once it is on disk."""
+    def committed(self, work: Callable[[], tuple[T, set[str]]]) -> T:
+        """``work`` in one transaction (it returns its result and the blobs it freed); the
+        result once it is on disk, the freed blobs removed after the commit."""
         try:
             with self.store.tx():
-                answer, freed = apply(party, key, env, update, sha, now)
-                self.store.db.execute(
-                    "UPDATE updates SET response=? WHERE job=? AND party=? AND key=?",
-                    (json.dumps(answer), self.id, party, key),
-                )
+                result, freed = work()
         except BaseException:
             self.load()  # the disk is the truth: forget what the failed transaction did
             raise
         failpoint("before-ack")
         self.store.delete_blobs(freed)
-        return answer
+        return result
+
+    def store_answer(self, party: int, key: str, answer: dict[str, Any]) -> None:
+        """Inside a transaction: the answer a retry of the party's upload ``key`` gets."""
+        self.store.db.execute(
+            "UPDATE updates SET response=? WHERE job=? AND party=? AND key=?",
+            (json.dumps(answer), self.id, party, key),
+        )
 
     def insert_update(
         self,

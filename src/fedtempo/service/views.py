@@ -34,13 +34,12 @@ def describe(service: Service, job: Job, now: float) -> dict[str, Any]:
     return out
 
 
-def evaluations(job: Job) -> list[dict[str, Any]]:
-    """What evaluators reported of the job's versions, in version order (the latest
-    ``POOL_HISTORY``)."""
+def evaluations(job: Job, last: int = POOL_HISTORY) -> list[dict[str, Any]]:
+    """What evaluators reported of the job's ``last`` versions, in version order."""
     rows = job.store.db.execute(
         "SELECT version, at, accuracy, loss FROM evaluations WHERE job=? "
         "ORDER BY version DESC LIMIT ?",
-        (job.id, POOL_HISTORY),
+        (job.id, last),
     ).fetchall()
     return [
         {"version": int(r[0]), "at": float(r[1]), "accuracy": float(r[2]), "loss": r[3]}
@@ -130,7 +129,7 @@ class _Collector:
             updates.add_metric([job_id, "accepted"], info["updates"]["accepted"])
             for reason, count in info["updates"]["rejected"].items():
                 updates.add_metric([job_id, f"rejected: {reason}"], count)
-            evaluated = evaluations(job)
+            evaluated = evaluations(job, last=1)
             if evaluated:
                 accuracy.add_metric([job_id], evaluated[-1]["accuracy"])
             a = s.accounting.job(job_id)
