@@ -17,9 +17,13 @@ CLI = [sys.executable, "-c", "from fedtempo.cli import app; app()"]
 
 
 class Server:
-    def __init__(self, state: Path, tls: bool = False) -> None:
-        self.state, self.port, self.tls = state, free_port(), tls
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+    def __init__(
+        self, state: Path, tls: bool = False, tls_files: tuple[Path, Path] | None = None
+    ) -> None:
+        """``tls``: a self-signed certificate the server makes; ``tls_files``: (cert, key)."""
+        self.state, self.port, self.tls, self.tls_files = state, free_port(), tls, tls_files
+        https = tls or tls_files is not None
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         self.admin_file = state.parent / f"{state.name}-admin.txt"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = state.parent / f"{state.name}-serve.log"
@@ -40,7 +44,10 @@ class Server:
         ]
         if self.tls:
             cmd.append("--tls-self-signed")
+        if self.tls_files is not None:
+            cmd += ["--tls-cert", str(self.tls_files[0]), "--tls-key", str(self.tls_files[1])]
         cmd.extend(args)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60

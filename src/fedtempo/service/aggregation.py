@@ -3,9 +3,7 @@
 module runs the rounds jobs; an asynchronous job's worker applies its pending uploads in
 arrival order (``service.asyncserve``), under the same policies, pool and accounting.
 
-The policies are the simulator's (``fedtempo.sim.jit``), with the same ``fedtempo.jit``
-objects and the wall clock:
-
+The policies are the simulator's (``fedtempo.sim.jit``), same ``fedtempo.jit`` objects:
 - eager: a worker per job, started when the job is seen and held until it ends; it fuses
   every update as it lands and publishes each round.
 - lazy: a worker is started when a round closes, fuses the queue, publishes, exits.
@@ -31,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from fedtempo.service.asyncjob import AsyncJob, Pending
 from fedtempo.service.jobs import Job, Rejected
 from fedtempo.service.plans import Held, JobPlan, durations, grow, wait
 from fedtempo.service.rounds import OpenRound, RoundsJob
+from fedtempo.service.store import StoreError
 from fedtempo.service.workers import Launcher, Worker, WorkerDied, WorkerError
 
 log = logging.getLogger("fedtempo.service.aggregation")
@@ -331,7 +331,10 @@ class Aggregation:
             self.held.pop(held.job, None)
             self._wake.pop(held.job, None)
             if held.worker is not None and wid is not None:
-                self.acct.exited(wid, held.worker, time.time(), outcome)
+                try:
+                    self.acct.exited(wid, held.worker, time.time(), outcome)
+                except (StoreError, sqlite3.Error) as exc:  # a full disk: the next start does
+                    log.warning("job %s: worker exit not recorded: %s", held.job, exc)
 
     async def _serve(self, held: Held, job: RoundsJob, worker: Worker) -> None:
         event = self._wake.setdefault(job.id, asyncio.Event())

@@ -34,10 +34,13 @@ from fedtempo.service.core import Service
 from fedtempo.service.jobs import JobFactory, Rejected
 from fedtempo.service.requests import (
     JSON_LIMIT,
+    SIGNED,
+    UPDATE_BODY,
     EnrollRequest,
     EvaluationRequest,
     JobRequest,
     WorkRequest,
+    json_body,
     read_body,
     read_json,
 )
@@ -107,7 +110,7 @@ def create_app(
 
     # ---- admin --------------------------------------------------------------------------
 
-    @app.post("/v1/jobs", status_code=201)
+    @app.post("/v1/jobs", status_code=201, openapi_extra=json_body(JobRequest))
     async def create_job(request: Request) -> dict[str, Any]:
         service.check_admin(request)
         req = await read_json(request, JobRequest)
@@ -139,7 +142,9 @@ def create_app(
         service.changed(job_id)
         return job.describe(service.clock())
 
-    @app.post("/v1/jobs/{job_id}/evaluations", status_code=201)
+    @app.post(
+        "/v1/jobs/{job_id}/evaluations", status_code=201, openapi_extra=json_body(EvaluationRequest)
+    )
     async def evaluation(job_id: str, request: Request) -> dict[str, Any]:
         """An evaluator (``fedtempo emulate``, or the operator's own) reports a version's
         accuracy on held-out data: the dashboard's accuracy over time."""
@@ -155,7 +160,7 @@ def create_app(
             )
         return {"job": job_id, "version": req.version}
 
-    @app.post("/v1/jobs/{job_id}/parties", status_code=201)
+    @app.post("/v1/jobs/{job_id}/parties", status_code=201, openapi_extra=json_body(EnrollRequest))
     async def enroll(job_id: str, request: Request) -> dict[str, Any]:
         service.check_admin(request)
         job = service.job(job_id)
@@ -195,7 +200,7 @@ def create_app(
             headers={"x-fedtempo-version": str(job.current_version())},
         )
 
-    @app.get("/v1/jobs/{job_id}/spec")
+    @app.get("/v1/jobs/{job_id}/spec", openapi_extra={"parameters": SIGNED})
     async def spec(job_id: str, request: Request) -> dict[str, Any]:
         job = service.job(job_id)
         party = service.check_party(request, job, b"")
@@ -207,7 +212,7 @@ def create_app(
             "layout": job.bp.layout.to_json(),
         }
 
-    @app.post("/v1/jobs/{job_id}/work")
+    @app.post("/v1/jobs/{job_id}/work", openapi_extra=json_body(WorkRequest, signed=True))
     async def work(job_id: str, request: Request) -> JSONResponse:
         job = service.job(job_id)
         body = await read_body(request, JSON_LIMIT, "application/json")
@@ -220,29 +225,32 @@ def create_app(
             job.set_samples(party, req.samples)
             deadline = service.clock() + req.wait_s
             while True:
-                event = service.event(job_id)
-                before = job.current_version()
-                task = job.work(party, service.clock())  # a task's commit takes the nonce along
-                service.settle()  # before the first await
-                if job.current_version() != before or task is not None:
-                    service.changed(job_id)
-                if task is not None:
-                    return JSONResponse(task)  # hot paths answer directly (no re-encoding)
-                left = deadline - service.clock()
-                if left <= 0:
-                    return JSONResponse({"wait": True})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
+                wake = service.waiter(job_id, party)  # before the look: no wake-up missed
+                try:
+                    before = job.current_version()
+                    task = job.work(party, service.clock())  # its commit takes the nonce along
+                    service.settle()  # before the first await
+                    if job.current_version() != before or task is not None:
+                        service.changed(job_id)
+                    if task is not None:
+                        return JSONResponse(task)  # hot paths answer directly (no re-encoding)
+                    left = deadline - service.clock()
+                    if left <= 0:
+                        return JSONResponse({"wait": True})
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake, timeout=min(left, 1.0))
+                finally:
+                    service.unwait(job_id, party, wake)
         finally:
             service.settle()
 
-    @app.get("/v1/jobs/{job_id}/versions/{version}")
+    @app.get("/v1/jobs/{job_id}/versions/{version}", openapi_extra={"parameters": SIGNED})
     async def version(job_id: str, version: int, request: Request) -> Response:
         job = service.job(job_id)
         service.check_party(request, job, b"")
         return Response(job.version_blob(version), media_type="application/octet-stream")
 
-    @app.put("/v1/jobs/{job_id}/updates/{key}")
+    @app.put("/v1/jobs/{job_id}/updates/{key}", openapi_extra=UPDATE_BODY)
     async def upload(job_id: str, key: str, request: Request) -> JSONResponse:
         job = service.job(job_id)
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", key):

@@ -132,6 +132,21 @@ class AsyncJob(Job):
             return None
         return task
 
+    def to_wake(self, waiting: list[int]) -> list[int]:
+        """The waiting parties that hold a task now (a freed slot went to one of them), and as
+        many of the longest-waiting others as slots are free; all once the job is over."""
+        if self.status != "running":
+            return waiting
+        rows = self.store.db.execute(
+            "SELECT party FROM tasks WHERE job=? AND open=1", (self.id,)
+        ).fetchall()
+        holding = {int(r[0]) for r in rows}
+        free = max(0, self.s.concurrency - len(holding))
+        others = sorted(
+            (p for p in waiting if p not in holding), key=lambda p: self.waiting.get(p, 0.0)
+        )
+        return [p for p in waiting if p in holding] + others[:free]
+
     def _slot_free(self) -> bool:
         training = self.store.db.execute(
             "SELECT COUNT(*) FROM tasks WHERE job=? AND open=1", (self.id,)

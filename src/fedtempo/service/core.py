@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import secrets
 import sqlite3
@@ -65,7 +66,8 @@ class Service:
                 log.warning("job %s cannot be loaded: %s", row["id"], exc)
                 continue
             self.jobs[row["id"]] = make_job(row["id"], self.store, bp)
-        self._changed: dict[str, asyncio.Event] = {}
+        # long-polling parties of each job: party id -> the futures their /work requests await
+        self._waiters: dict[str, dict[int, list[asyncio.Future[None]]]] = {}
         self._nonces: set[tuple[str, str]] = set()  # staged, not yet committed
         self.auth_failures = 0
         self._last_purge = clock()  # the first purge waits its period: no commit at start
@@ -80,13 +82,30 @@ class Service:
         )
 
     def changed(self, job_id: str) -> None:
-        event = self._changed.pop(job_id, None)
-        if event is not None:
-            event.set()
+        """Something of the job changed: wake the long-polling parties it may concern (the
+        job says which: all of them, or for an asynchronous job those with a task now and as
+        many others as slots are free, not a herd per upload), and its aggregation."""
+        waiters = self._waiters.get(job_id)
+        job = self.jobs.get(job_id)
+        if waiters and job is not None:
+            for party in job.to_wake(list(waiters)):
+                for future in waiters.pop(party, []):
+                    if not future.done():
+                        future.set_result(None)
         self.aggregation.notify(job_id)
 
-    def event(self, job_id: str) -> asyncio.Event:
-        return self._changed.setdefault(job_id, asyncio.Event())
+    def waiter(self, job_id: str, party: int) -> asyncio.Future[None]:
+        """A future ``changed`` resolves when the job may have work for ``party``."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, {}).setdefault(party, []).append(future)
+        return future
+
+    def unwait(self, job_id: str, party: int, future: asyncio.Future[None]) -> None:
+        mine = self._waiters.get(job_id, {}).get(party)
+        if mine is not None and future in mine:
+            mine.remove(future)
+            if not mine:
+                del self._waiters[job_id][party]
 
     def job(self, job_id: str) -> Job:
         if job_id in self.broken:
@@ -147,7 +166,14 @@ class Service:
         now = self.clock()
         if not abs(now - stamp) <= auth.WINDOW_S:
             self.auth_failures += 1
-            raise Rejected(401, f"request timestamp outside the {auth.WINDOW_S:.0f} s window")
+            off = f"{abs(now - stamp):.0f} s {'ahead of' if stamp > now else 'behind'}"
+            raise Rejected(
+                401,
+                f"request timestamp outside the {auth.WINDOW_S:.0f} s window: the party's clock "
+                f"is {off} the server's (fix the clock, e.g. with NTP)"
+                if math.isfinite(stamp)
+                else "request timestamp is not a number",
+            )
         key = f"{job.id}/{name}"
         seen = self.store.db.execute(
             "SELECT 1 FROM nonces WHERE party_key=? AND nonce=?", (key, nonce)

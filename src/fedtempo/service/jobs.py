@@ -201,6 +201,11 @@ class Job:
                 freed.add(str(r["sha"]))
         return freed
 
+    def to_wake(self, waiting: list[int]) -> list[int]:
+        """Which of the long-polling ``waiting`` parties a change may concern: all of them
+        (a rounds job; an asynchronous job narrows it)."""
+        return waiting
+
     def count_rejection(self, reason: str) -> None:
         with self.store.tx() as db:
             db.execute(

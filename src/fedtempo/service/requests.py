@@ -61,3 +61,34 @@ async def read_json(request: Request, model: type[BaseModel]) -> Any:
         first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise Rejected(422, f"{where or 'body'}: {first.get('msg')}") from None
+
+
+# ---- what the OpenAPI schema says of bodies the handlers read themselves --------------------
+
+SIGNED = [  # a party's signature headers (fedtempo.service.auth)
+    {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+    for h in ("x-fedtempo-party", "x-fedtempo-time", "x-fedtempo-nonce", "x-fedtempo-signature")
+]
+
+
+def json_body(model: type[BaseModel], signed: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads a ``model`` JSON body (and, ``signed``, a
+    party's signature headers): clients and fuzzers (schemathesis) see what it takes."""
+    extra: dict[str, Any] = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+    return extra | ({"parameters": SIGNED} if signed else {})
+
+
+UPDATE_BODY: dict[str, Any] = {
+    "parameters": SIGNED,
+    "requestBody": {
+        "required": True,
+        "description": "a safetensors file: the delta as one float32 tensor per layer, and the "
+        "envelope (task, base_version, samples, steps, loss) as its __metadata__",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}

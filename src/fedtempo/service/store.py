@@ -160,16 +160,25 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.blobs = root / "blobs"
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.blobs / "tmp").mkdir(parents=True, exist_ok=True)
+            probe = self.blobs / "tmp" / f"write-probe.{os.getpid()}"
+            probe.write_bytes(b"")  # a read-only directory is said so now, not mid-request
+            probe.unlink()
+            self.db = sqlite3.connect(
+                root / "ledger.sqlite", isolation_level=None, check_same_thread=False
+            )
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise StoreError(
+                f"{root}: the state directory cannot be written ({reason}); fedtempo keeps its "
+                "ledger and blobs there, so it needs write access and free space"
+            ) from None
         self.blob_files = Blobs(self.blobs)
-        (self.blobs / "tmp").mkdir(exist_ok=True)
-        self.db = sqlite3.connect(
-            root / "ledger.sqlite", isolation_level=None, check_same_thread=False
-        )
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
         self._staged: list[tuple[str, tuple[object, ...]]] = []
         self._migrate()
 
@@ -228,7 +237,12 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         failpoint("before-commit")
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:  # a full disk can refuse the commit itself: leave no open tx
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
