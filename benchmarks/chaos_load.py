@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
+from tests.chaos.harness import enrolled
 from tests.service.helpers import tiny_spec
 from tests.service.live import Server
 
@@ -127,11 +128,7 @@ def load_run(root: Path, parties: int, seconds: float, concurrency: int) -> dict
         }
         spec = tiny_spec(server)
         job = admin.create_job("load", spec)
-        creds = []
-        for i in range(parties):
-            key = auth.new_key()
-            admin.enroll(job, f"p{i}", auth.b64(auth.public_key_bytes(key)))
-            creds.append(auth.Credential(srv.url, job, f"p{i}", auth.private_bytes(key)))
+        creds = enrolled(admin, job, parties, srv.url)
         layout = blueprint(spec).layout
         out = asyncio.run(_drive(srv, creds, layout, seconds))
         out["accepted"] = admin.status(job)["updates"]["accepted"]

@@ -240,17 +240,22 @@ class Target:
         return int(r.status_code)
 
 
-def fuzz_uploads(target: Target, n: int, tally: Tally, seed: int, batch: int = 25) -> Tally:
-    """``n`` broken uploads (Hypothesis draws them ``batch`` at a time, from ``seed``)."""
-
-    @settings(
-        max_examples=max(1, -(-n // batch)),
+def generating(examples: int) -> Any:
+    """Hypothesis settings for a fuzzing run: ``examples`` generated cases, no shrinking, no
+    example database, no deadline (the server's time is measured, not limited, here)."""
+    return settings(
+        max_examples=examples,
         deadline=None,
         database=None,
-        derandomize=False,
         suppress_health_check=list(HealthCheck),
         phases=[Phase.generate],
     )
+
+
+def fuzz_uploads(target: Target, n: int, tally: Tally, seed: int, batch: int = 25) -> Tally:
+    """``n`` broken uploads (Hypothesis draws them ``batch`` at a time, from ``seed``)."""
+
+    @generating(max(1, -(-n // batch)))
     @hypothesis_seed(seed)
     @given(st.data())
     def run(data: st.DataObject) -> None:
@@ -289,13 +294,7 @@ def _operation(
         op.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
 
-    @settings(
-        max_examples=per_operation,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate],
-    )
+    @generating(per_operation)
     @hypothesis_seed(seed)
     @given(cases, st.booleans(), st.booleans(), st.booleans())
     def run(case: Any, real_job: bool, as_admin: bool, sign: bool) -> None:

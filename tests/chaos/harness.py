@@ -72,11 +72,8 @@ def chaos_job(
     admin = Admin(url, token, ca=ca)
     job = admin.create_job("chaos", SPEC)
     parties = []
-    for i in range(n):
-        key = auth.new_key()
-        admin.enroll(job, f"p{i}", auth.b64(auth.public_key_bytes(key)))
-        server = party_url or url
-        cred = auth.Credential(server, job, f"p{i}", auth.private_bytes(key))
+    server = party_url or url
+    for i, cred in enumerate(enrolled(admin, job, n, server)):
         # a connection per request: every request meets the proxy's draw afresh
         client = httpx.Client(
             base_url=server,
@@ -93,6 +90,16 @@ def chaos_job(
         )
     admin.http.close()
     return job, parties
+
+
+def enrolled(admin: Admin, job: str, n: int, server: str) -> list[auth.Credential]:
+    """Parties p0..p{n-1} enrolled in ``job``, each with a fresh key, reaching ``server``."""
+    creds = []
+    for i in range(n):
+        key = auth.new_key()
+        admin.enroll(job, f"p{i}", auth.b64(auth.public_key_bytes(key)))
+        creds.append(auth.Credential(server, job, f"p{i}", auth.private_bytes(key)))
+    return creds
 
 
 def stream(
