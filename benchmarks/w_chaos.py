@@ -10,7 +10,8 @@
 - disk: the state directory on a 16 MB tmpfs that fills up, then is made read-only (root only).
 - fuzz: ``--fuzz`` Hypothesis-generated broken safetensors payloads and envelopes, signed, at a
   real server's upload route (each refusal checked to change nothing), and schemathesis at
-  every operation of the OpenAPI schema in process (``--schemathesis`` cases each).
+  every operation of the OpenAPI schema in process (``--schemathesis`` cases each), and its
+  stateful sequences (``--sequences`` chains of calls, each on a fresh service).
 - security: the negatives of SERVICE.md at every route (tests/chaos/negatives.py), ``--rounds``
   times, with a positive control of each.
 - load: ``--parties`` asyncio parties (a client each) long-polling and uploading for
@@ -28,6 +29,7 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -51,9 +53,9 @@ def _fuzz_worker(url: str, token: str, state: str, n: int, seed: int) -> dict[st
     return t.__dict__
 
 
-def fuzz(root: Path, n: int, per_op: int, procs: int, seed: int) -> dict[str, Any]:
+def fuzz(root: Path, n: int, per_op: int, seqs: int, procs: int, seed: int) -> dict[str, Any]:
     from chaos_load import _proc
-    from tests.chaos.fuzz import Tally, Target, schemathesis_run
+    from tests.chaos.fuzz import Tally, Target, schemathesis_run, schemathesis_stateful
     from tests.service.helpers import InProcess
     from tests.service.live import Server
 
@@ -62,6 +64,15 @@ def fuzz(root: Path, n: int, per_op: int, procs: int, seed: int) -> dict[str, An
     assert srv.proc is not None
     rss0 = _proc(srv.proc.pid)[0]
     began = time.monotonic()
+    samples: list[tuple[float, float]] = []  # (s since start, server RSS MB), every 10 s
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(10.0):
+            samples.append((time.monotonic() - began, _proc(srv.proc.pid)[0]))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     try:
         share = [n // procs + (i < n % procs) for i in range(procs)]
         with ProcessPoolExecutor(procs, mp_context=get_context("spawn")) as pool:
@@ -80,6 +91,8 @@ def fuzz(root: Path, n: int, per_op: int, procs: int, seed: int) -> dict[str, An
         rss1, fds = _proc(srv.proc.pid)
         health = srv.proc.poll() is None
     finally:
+        done.set()
+        sampler.join()
         srv.kill()
     upload_s = time.monotonic() - began
     svc = InProcess(root / "schema-state")
@@ -88,9 +101,10 @@ def fuzz(root: Path, n: int, per_op: int, procs: int, seed: int) -> dict[str, An
         st = schemathesis_run(svc, target, per_op, Tally(), seed)
     finally:
         svc.close()
+    chains = schemathesis_stateful(root / "sequences", seqs, Tally())
     tried = sum(p["tried"] for p in parts)
     statuses: dict[str, int] = {}
-    for p in [*parts, st.__dict__]:
+    for p in [*parts, st.__dict__, chains.__dict__]:
         for s, k in p["statuses"].items():
             statuses[str(s)] = statuses.get(str(s), 0) + k
     return {
@@ -98,14 +112,21 @@ def fuzz(root: Path, n: int, per_op: int, procs: int, seed: int) -> dict[str, An
         "uploads_accepted": sum(p["accepted"] for p in parts),
         "upload_5xx": sum(p["server_errors"] for p in parts),
         "changed_on_refusal": sum(p["changed_on_refusal"] for p in parts),
+        "hung": sum(p["hung"] for p in parts),
+        "client_errors": sum(p["client_errors"] for p in parts),
         "slowest_s": max([p["slowest_s"] for p in parts] + [st.slowest_s]),
         "uploads_per_s": tried / upload_s,
         "schemathesis_tried": st.tried,
         "schemathesis_5xx": st.server_errors,
+        "sequences": seqs,
+        "sequence_calls_tried": chains.tried,
+        "sequence_5xx": chains.server_errors,
         "statuses": statuses,
-        "examples": [e for p in [*parts, st.__dict__] for e in p["examples"]][:10],
+        "examples": [e for p in [*parts, st.__dict__, chains.__dict__] for e in p["examples"]][:10],
         "server_rss_mb_before": rss0,
         "server_rss_mb_after": rss1,
+        "server_rss_mb_samples": samples,
+        "server_rss_mb_max": max([rss0, rss1] + [m for _, m in samples]),
         "server_fds_after": fds,
         "server_alive": health,
     }
@@ -144,6 +165,7 @@ def main() -> None:
     ap.add_argument("--fuzz", type=int, default=100_000)
     ap.add_argument("--fuzz-procs", type=int, default=2)
     ap.add_argument("--schemathesis", type=int, default=1_000, help="cases per operation")
+    ap.add_argument("--sequences", type=int, default=300, help="schemathesis stateful chains")
     ap.add_argument("--rounds", type=int, default=5, help="of the security matrix")
     ap.add_argument("--parties", type=int, default=500)
     ap.add_argument("--load-s", type=float, default=300.0)
@@ -155,6 +177,7 @@ def main() -> None:
     if a.quick:
         # (the disk section is tests/chaos/test_disk.py's run: the suite has it already)
         a.kills, a.fuzz, a.fuzz_procs, a.schemathesis, a.rounds = 4, 200, 1, 5, 1
+        a.sequences = 3
         a.parties, a.load_s, a.concurrency = 20, 5.0, 10
         a.only = a.only.replace("disk,", "") if a.only == ",".join(SECTIONS) else a.only
     only = [s for s in a.only.split(",") if s]
@@ -172,7 +195,9 @@ def main() -> None:
 
                 sections[name] = kill_study(root / name, a.kills, a.seed)
             elif name == "fuzz":
-                sections[name] = fuzz(root / name, a.fuzz, a.schemathesis, a.fuzz_procs, a.seed)
+                sections[name] = fuzz(
+                    root / name, a.fuzz, a.schemathesis, a.sequences, a.fuzz_procs, a.seed
+                )
             elif name == "security":
                 sections[name] = security(root / name, a.rounds)
             elif name == "disk":
@@ -233,21 +258,24 @@ def summarize(
             "met": bad == 0,
         }
     if f := sections.get("fuzz"):
-        tried = f["uploads_tried"] + f["schemathesis_tried"]
-        fives = f["upload_5xx"] + f["schemathesis_5xx"]
+        tried = f["uploads_tried"] + f["schemathesis_tried"] + f["sequence_calls_tried"]
+        fives = f["upload_5xx"] + f["schemathesis_5xx"] + f["sequence_5xx"]
         figures |= {
             "malformed requests tried": tried,
             "5xx answers to them": fives,
             "refusals that changed state": f["changed_on_refusal"],
             "slowest malformed request (s)": f["slowest_s"],
+            "requests that hung or broke the connection": f["hung"] + f["client_errors"],
             "server memory growth during fuzzing (MB)": f["server_rss_mb_after"]
             - f["server_rss_mb_before"],
+            "server memory peak during fuzzing (MB)": f["server_rss_mb_max"],
         }
         want = 200 if quick else 100_000
         targets[f"malformed requests tried >= {want}, 0 answered 5xx, none changed state"] = {
             "value": tried,
             "met": tried >= want
             and fives == 0
+            and f["hung"] + f["client_errors"] == 0
             and f["changed_on_refusal"] == 0
             and f["server_alive"],
         }

@@ -1,14 +1,15 @@
 """Fuzzing (issue 20): Hypothesis-generated broken safetensors and envelopes, signed, at the
-upload route; schemathesis at every route of the OpenAPI schema. The server never answers 5xx,
-never hangs, and a refused upload changes nothing."""
+upload route; schemathesis at every route of the OpenAPI schema, case by case and in stateful
+sequences. The server never answers 5xx, never hangs, and a refused upload changes nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.chaos.fuzz import Tally, Target, fuzz_uploads, schemathesis_run
+from tests.chaos.fuzz import Tally, Target, fuzz_uploads, schemathesis_run, schemathesis_stateful
 from tests.service.helpers import InProcess
 
 
@@ -41,3 +42,10 @@ def test_schemathesis_finds_no_server_error_at_any_route(
     assert tally.tried >= 14 * 10  # every operation, many cases each
     assert any(200 <= s < 300 for s in tally.statuses), tally.statuses  # some got through
     assert service.client.get("/v1/health").status_code == 200
+
+
+def test_schemathesis_sequences_find_no_server_error(tmp_path: Path) -> None:
+    tally = schemathesis_stateful(tmp_path, 6, Tally())
+    assert tally.server_errors == 0, tally.examples
+    assert tally.statuses.get(201, 0) > 0, tally.statuses  # jobs were made, and chains went on
+    assert tally.tried > 6 * 2
