@@ -72,6 +72,7 @@ async def _party(
             took = time.perf_counter() - start
             if r.status_code == 200:
                 out["latency"].append(took)
+                out["when"].append(time.monotonic())
                 nxt = r.json().get("next")
                 task = nxt if nxt and "task" in nxt else None
             else:
@@ -96,9 +97,10 @@ async def _sample(
 async def _drive(
     srv: Server, creds: list[auth.Credential], layout: wire.Layout, seconds: float
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"latency": [], "errors": {}, "asks": 0}
+    out: dict[str, Any] = {"latency": [], "when": [], "errors": {}, "asks": 0}
     samples: list[tuple[float, float, int]] = []
-    end = time.monotonic() + seconds
+    out["began"] = time.monotonic()
+    end = out["began"] + seconds
     assert srv.proc is not None
     # a client (one connection pool) per party, as on real devices: a shared pool of hundreds
     # of connections costs httpcore a scan of all of them per request
@@ -134,7 +136,21 @@ def load_run(root: Path, parties: int, seconds: float, concurrency: int) -> dict
         out["accepted"] = admin.status(job)["updates"]["accepted"]
     finally:
         srv.kill()
-    lat = sorted(out.pop("latency"))
+    took, when = np.array(out.pop("latency")), np.array(out.pop("when")) - out.pop("began")
+    windows = []  # (window start s, uploads, p50 ms, p99 ms): is latency flat over time?
+    step = max(10.0, seconds / 10)
+    for t0 in np.arange(0.0, seconds, step):
+        w = np.sort(took[(when >= t0) & (when < t0 + step)])
+        if len(w):
+            windows.append(
+                (
+                    float(t0),
+                    len(w),
+                    1000 * float(w[len(w) // 2]),
+                    1000 * float(w[min(len(w) - 1, int(0.99 * len(w)))]),
+                )
+            )
+    lat = sorted(took.tolist())
     samples = out.pop("samples")
     third = max(1, len(samples) // 3)
     warm = statistics.median(r for _, r, _ in samples[third : 2 * third] or samples)
@@ -158,5 +174,6 @@ def load_run(root: Path, parties: int, seconds: float, concurrency: int) -> dict
         "rss_growth_pct": 100.0 * (late - warm) / warm,
         "fds_max": max(f for _, _, f in samples),
         "fds_last": samples[-1][2],
+        "latency_windows": windows,
         "rss_series": [(round(t, 1), round(r, 1), f) for t, r, f in samples],
     }

@@ -69,6 +69,10 @@ class Scene:
         }.get(path)
         return (b"", "") if data is None else (json.dumps(data).encode(), "application/json")
 
+    def version(self) -> str:
+        """The job's current version: older ones are dropped once no party holds them."""
+        return str(self.svc.service.jobs[self.job].current_version())
+
     def task(self) -> dict[str, Any]:
         path = f"/v1/jobs/{self.job}/work"
         body = b'{"samples": 4, "wait_s": 0}'
@@ -111,7 +115,7 @@ def run_matrix(svc: InProcess, rounds: int = 1) -> Matrix:
             if template in PUBLIC:
                 continue
             m.routes.add(f"{method} {template}")
-            path = template.replace("{job_id}", scene.job).replace("{version}", "0")
+            path = template.replace("{job_id}", scene.job).replace("{version}", scene.version())
             path = path.replace("{key}", f"k{time.monotonic_ns()}")
             body, ctype = scene.body(method, template)
             admin_route = not any(
@@ -168,7 +172,7 @@ def controls(scene: Scene, m: Matrix) -> None:
     for method, template in sorted(routes(svc), key=lambda r: r[1].endswith("/stop")):
         if template in PUBLIC:
             continue
-        path = template.replace("{job_id}", scene.job).replace("{version}", "0")
+        path = template.replace("{job_id}", scene.job).replace("{version}", scene.version())
         path = path.replace("{key}", f"k{time.monotonic_ns()}")
         body, ctype = scene.body(method, template)
         if any(s in template for s in ("/work", "/updates/", "/spec", "/versions/", "/model")):
