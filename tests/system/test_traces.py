@@ -23,6 +23,8 @@ def test_throughput_good_file(tmp_path: Path) -> None:
     [
         ("0 1\n1 x\n", r"t\.log:2: expected two numbers"),
         ("0 1\n1 2 3\n", r"t\.log:2: expected two numbers"),
+        ("0 1 2\n3\n", r"t\.log:1: expected two numbers"),  # as many numbers, mispaired
+        ("0 1\n1 nan\n", r"t\.log:2: bad values"),
         ("0 1\n1 -2\n", r"t\.log:2: bad values"),
         ("0 1\n2 1\n1 1\n", r"t\.log:3: time 1\.0 goes back"),
         ("", r"t\.log: empty trace"),
@@ -35,6 +37,18 @@ def test_throughput_bad_files(tmp_path: Path, content: str, message: str) -> Non
     p.write_text(content)
     with pytest.raises(DataError, match=message):
         traces.read_throughput(p)
+
+
+def test_a_clean_trace_is_read_at_once_exactly_as_line_by_line(tmp_path: Path) -> None:
+    p = tmp_path / "t.log"
+    rng = np.random.default_rng(0)
+    t, r = np.cumsum(rng.uniform(0, 2, 500)), rng.uniform(0, 30, 500)
+    p.write_text("".join(f"{float(a)!r}\t{float(b)!r}\n\n" for a, b in zip(t, r, strict=True)))
+    fast = traces._parse_clean(p.read_text())
+    assert fast is not None  # the whole-file path took it
+    slow = traces._parse_lines(p, p.read_text())
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    assert np.array_equal(fast[0], t) and np.array_equal(fast[1], r)
 
 
 def test_trace_folder_skips_licence(tmp_path: Path) -> None:

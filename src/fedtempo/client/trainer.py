@@ -1,4 +1,4 @@
-"""A task's client-side trainer: one model workspace, the data set and each client's indices."""
+"""A task's client-side trainer: one model workspace and where each client's samples are."""
 
 from __future__ import annotations
 
@@ -11,18 +11,8 @@ from torch import nn
 
 from fedtempo.client.batched import train_batched
 from fedtempo.client.local import LocalSpec, Update, train_local
+from fedtempo.data.clients import ClientData, IndexedClients
 from fedtempo.rng import Streams
-
-Indices = torch.Tensor | slice
-
-
-def _compact(idx: np.ndarray) -> Indices:
-    """A contiguous run of indices is kept as a slice (16 bytes and a view, not a gather)."""
-    if len(idx) and int(idx[-1]) - int(idx[0]) + 1 == len(idx) and np.all(np.diff(idx) == 1):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    if len(idx) == 0:
-        return slice(0, 0)
-    return torch.from_numpy(idx)
 
 
 @dataclass(frozen=True)
@@ -59,26 +49,46 @@ class ClientTrainer:
     ) -> None:
         self.task = task
         self.model = model
-        self.x = x
-        self.y = y
-        self.client_indices = [_compact(np.asarray(i, dtype=np.int64)) for i in client_indices]
+        self.source: ClientData = IndexedClients(x, y, client_indices)
         self.spec = spec
         self.streams = streams
 
+    @classmethod
+    def over(
+        cls, task: int, model: nn.Module, source: ClientData, spec: LocalSpec, streams: Streams
+    ) -> ClientTrainer:
+        """A trainer whose clients' samples come from ``source`` (generated per client, say)."""
+        trainer = cls.__new__(cls)
+        trainer.task, trainer.model, trainer.source = task, model, source
+        trainer.spec, trainer.streams = spec, streams
+        return trainer
+
+    @property
+    def indexed(self) -> IndexedClients:
+        """The in-memory data set and its index views, for what needs the whole set at once."""
+        if not isinstance(self.source, IndexedClients):
+            raise TypeError(
+                f"task {self.task}: this needs the data set in memory, but its clients' data "
+                f"is a {type(self.source).__name__} (generated per client)"
+            )
+        return self.source
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.source)
+
     def num_samples(self, client: int) -> int:
-        idx = self.client_indices[client]
-        return idx.stop - idx.start if isinstance(idx, slice) else int(idx.numel())
+        return self.source.num_samples(client)
 
     def clients_with_data(self) -> list[int]:
         """Ids of the clients holding at least one training sample, increasing."""
-        return [c for c in range(len(self.client_indices)) if self.num_samples(c)]
+        return [c for c in range(len(self.source)) if self.source.num_samples(c)]
 
     def num_steps(self, client: int, epochs: int | None = None) -> int:
         return self.spec.num_steps(self.num_samples(client), epochs)
 
     def data(self, client: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.client_indices[client]
-        return self.x[idx], self.y[idx]
+        return self.source.data(client)
 
     def generator(self, client: int, base_version: int, dispatch: int) -> torch.Generator:
         return self.streams.torch("train", self.task, client, base_version, dispatch)

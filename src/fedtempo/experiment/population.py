@@ -87,7 +87,7 @@ def _link(
             for f in traces.trace_files(folder)
         ]
         pick = sampler.pick(str(folder), len(loaded), n, rng)
-        offsets = np.array([rng.uniform(0, loaded[k].period) for k in pick])
+        offsets = rng.uniform(0.0, np.array([t.period for t in loaded])[pick])  # one draw each
         return TraceLink(loaded, pick, offsets, link.scale)
     distance = rng.uniform(link.distance_m[0], link.distance_m[1], n)
     return WirelessLink(

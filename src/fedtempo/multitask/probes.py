@@ -67,15 +67,16 @@ class Prober:
         rng = self.streams.numpy("mafl-probe", tr.task)
         devices = np.flatnonzero(self.samples[:, m] > 0)
         per_device, everything = [], []
+        data = tr.indexed
         for n in devices:
-            idx = np.arange(len(tr.y))[tr.client_indices[n]]
+            idx = np.arange(len(data.y))[data.client_indices[n]]
             everything.append(idx)
             pick = np.sort(rng.choice(idx, size=min(s.per_device, len(idx)), replace=False))
-            per_device.append((tr.x[pick], tr.y[pick]))
+            per_device.append((data.x[pick], data.y[pick]))
         pool = np.concatenate(everything)
         pick = np.sort(rng.choice(pool, min(s.samples, len(pool)), replace=False))
         ranked = devices[np.argsort(-self.samples[devices, m], kind="stable")]
-        return _Pools(devices, per_device, (tr.x[pick], tr.y[pick]), ranked[: s.devices])
+        return _Pools(devices, per_device, (data.x[pick], data.y[pick]), ranked[: s.devices])
 
     def __call__(
         self, params: Mapping[int, torch.Tensor], previous: Mapping[int, torch.Tensor | None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, Literal
 
 import simpy
@@ -21,9 +21,10 @@ from fedtempo.algorithms.asynchronous import AdaptiveEpochs, AsyncAlgorithm, Asy
 from fedtempo.algorithms.jobs import TrainingJob
 from fedtempo.client.local import Update
 from fedtempo.sim.clock import after_instant
+from fedtempo.sim.idle import IdleSet
 from fedtempo.sim.task import SimTask
 from fedtempo.sim.timeline import Runtime, session
-from fedtempo.system.availability import available_at
+from fedtempo.system.availability import AlwaysOn, available_at
 
 __all__ = ["AdaptiveEpochs", "AsyncServer"]
 
@@ -47,7 +48,7 @@ class AsyncServer:
         self.max_updates = max_updates
         self.dispatch_mode = dispatch
         self.algorithm = AsyncAlgorithm(rule, task.task, epochs)
-        self.idle = task.trainer.clients_with_data()
+        self.idle = IdleSet(task.trainer.clients_with_data(), task.trainer.num_clients)
         self.run_state: AsyncRunState = self.algorithm.init(
             task.model.params, self.idle, task.model.version
         )
@@ -69,10 +70,14 @@ class AsyncServer:
 
     # ---- dispatch ---------------------------------------------------------------------------
 
-    def _candidates(self) -> list[int]:
-        return available_at(self.rt.devices.availability, self.idle, self.rt.env.now)
+    def _candidates(self) -> Sequence[int]:
+        """The idle, available clients, in increasing id (always-on: the idle set itself)."""
+        availability = self.rt.devices.availability
+        if isinstance(availability, AlwaysOn):
+            return self.idle
+        return available_at(availability, list(self.idle), self.rt.env.now)
 
-    def _choose(self, candidates: list[int]) -> int:
+    def _choose(self, candidates: Sequence[int]) -> int:
         if self.dispatch_mode == "round-robin":
             i = bisect.bisect_left(candidates, self._next_rr)  # candidates are sorted
             chosen = candidates[i] if i < len(candidates) else candidates[0]
@@ -91,7 +96,7 @@ class AsyncServer:
 
     def _start(self, client: int) -> None:
         job = self.algorithm.start(self.run_state, client, self.task.next_dispatch(client))
-        del self.idle[bisect.bisect_left(self.idle, client)]
+        self.idle.remove(client)
         self.training.add(client)
         self._dispatches += 1
         self.rt.env.process(self._session(job))
@@ -121,7 +126,7 @@ class AsyncServer:
 
     def _consume(self, client: int, base_version: int, update: Update | None) -> None:
         self.training.discard(client)
-        bisect.insort(self.idle, client)
+        self.idle.add(client)
         if update is not None and not self._done():
             self.received += 1
             self._aggregate(update)

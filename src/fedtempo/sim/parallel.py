@@ -1,7 +1,7 @@
 """A process-pool executor: client trainings run in worker processes while the clock moves on.
 
-Each worker gets the tasks' ClientTrainers once, at start-up: the data tensors are moved to shared
-memory first, so they cross as shared-memory handles (torch.multiprocessing), not copies. Per
+Each worker gets the tasks' ClientTrainers once, at start-up: data held in memory is moved to shared
+memory first, so it crosses as shared-memory handles (torch.multiprocessing), not copies. Per
 training only the job crosses; its start vector is moved to shared memory once per model version
 and crosses as a handle too. A worker runs the same ``ClientTrainer.train`` with one torch thread,
 so results are bit-identical to ``InlineExecutor`` (with ``threads = 1``).
@@ -52,12 +52,6 @@ class _FutureHandle:
         self._future.cancel()  # a job not yet started never runs
 
 
-def _share(tensor: torch.Tensor) -> None:
-    """Move ``tensor`` to shared memory (once): it then crosses to workers as a handle."""
-    if not tensor.is_shared():  # type: ignore[no-untyped-call]
-        tensor.share_memory_()  # type: ignore[no-untyped-call]
-
-
 class ProcessExecutor:
     """Runs trainings on ``workers`` processes (spawned, so safe with torch's thread pools)."""
 
@@ -65,9 +59,7 @@ class ProcessExecutor:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         for t in trainers.values():
-            for tensor in (t.x, t.y, *t.client_indices):
-                if isinstance(tensor, torch.Tensor):
-                    _share(tensor)
+            t.source.share_memory()
         context: Any = tmp.get_context("spawn")
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers,
@@ -77,7 +69,8 @@ class ProcessExecutor:
         )
 
     def submit(self, job: TrainingJob) -> Handle:
-        _share(job.start)
+        if not job.start.is_shared():  # type: ignore[no-untyped-call]
+            job.start.share_memory_()  # type: ignore[no-untyped-call]
         return _FutureHandle(self._pool.submit(_train, job))
 
     def close(self) -> None:

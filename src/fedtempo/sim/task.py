@@ -42,7 +42,7 @@ class SimTask:
 
     def workload(self) -> Workload:
         """What the task asks of its clients, for an algorithm."""
-        n = [self.trainer.num_samples(c) for c in range(len(self.trainer.client_indices))]
+        n = [self.trainer.num_samples(c) for c in range(self.trainer.num_clients)]
         return Workload(self.task, self.profile, self.trainer.spec, n)
 
     def compute_flops(self, client: int, epochs: int | None = None) -> float:

@@ -1,0 +1,62 @@
+"""An asynchronous run over clients whose data is generated per client (W-scale's setting) is
+the same on the process pool (each worker generates what it trains) as inline."""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+import torch
+
+from fedtempo.aggregation import AsyncAggregator, BufferStep, Constant
+from fedtempo.client.local import LocalSpec
+from fedtempo.client.trainer import ClientTrainer
+from fedtempo.data.synthetic import SyntheticClients
+from fedtempo.experiment.population import build_population
+from fedtempo.experiment.sections import DevicesConfig
+from fedtempo.models import build_model, profile_model
+from fedtempo.params import flatten
+from fedtempo.rng import Streams
+from fedtempo.sim import InlineExecutor, Recorder, Runtime, SimTask, Simulation
+from fedtempo.sim.asyncserver import AsyncServer
+from fedtempo.sim.parallel import ProcessExecutor
+from fedtempo.sim.task import GlobalModel
+
+
+def _run(pool: bool) -> tuple[torch.Tensor, list[tuple[object, ...]]]:
+    streams = Streams(3)
+    source = SyntheticClients(0.5, 0.5, 400, streams.numpy("data", 0), size_mean=3.0)
+    model = build_model("logreg", source.input_shape, 10, streams.torch("init", 0))
+    trainer = ClientTrainer.over(0, model, source, LocalSpec(batch_size=16, lr=0.05), streams)
+    task = SimTask(
+        0,
+        "lazy",
+        trainer,
+        profile_model("logreg", model, (60,)),
+        GlobalModel(flatten(model)),
+        lambda p: (0.0, 0.0),
+    )
+    executor = ProcessExecutor({0: trainer}, workers=2) if pool else InlineExecutor({0: trainer})
+    population = build_population(DevicesConfig(), len(source), streams)
+    rt = Runtime(simpy.Environment(), population, executor, Recorder(), streams)
+    rule = AsyncAggregator(Constant(), BufferStep(size=5))
+    server = AsyncServer(rt, task, rule=rule, concurrency=20, max_updates=60)
+    sim = Simulation([task], [lambda env, t: server.run()], executor, rt.recorder, env=rt.env)
+    try:
+        result = sim.run()
+    finally:
+        executor.close()
+    events = [(e.time, e.kind, e.client, e.version) for e in rt.recorder.events]
+    return result.final_params[0], events
+
+
+def test_lazy_clients_run_alike_inline_and_on_the_pool() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the pool's workers: then the two are bit-identical
+    try:
+        inline, events = _run(pool=False)
+        pooled, events_pooled = _run(pool=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert inline.equal(pooled) and events == events_pooled
+    assert sum(1 for e in events if e[1] == "aggregate") == 60 // 5
+    assert not np.isclose(float(inline.abs().sum()), 0.0)
