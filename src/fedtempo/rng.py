@@ -8,12 +8,14 @@ parallelism, or on how many other streams exist.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import numpy as np
 import torch
 
 
+@functools.lru_cache(maxsize=256)
 def _purpose_key(purpose: str) -> int:
     # crc32 is stable across processes and Python versions (unlike hash(), which is salted).
     return zlib.crc32(purpose.encode("utf-8"))
@@ -28,12 +30,10 @@ class Streams:
         self.seed = int(seed)
 
     def _sequence(self, purpose: str, keys: tuple[int, ...]) -> np.random.SeedSequence:
-        for k in keys:
-            if int(k) < 0:
-                raise ValueError(f"stream keys must be >= 0, got {keys} for {purpose!r}")
-        return np.random.SeedSequence(
-            entropy=self.seed, spawn_key=(_purpose_key(purpose), *(int(k) for k in keys))
-        )
+        ints = tuple(map(int, keys))  # (once per training and dispatch: kept cheap)
+        if ints and min(ints) < 0:
+            raise ValueError(f"stream keys must be >= 0, got {keys} for {purpose!r}")
+        return np.random.SeedSequence(entropy=self.seed, spawn_key=(_purpose_key(purpose), *ints))
 
     def numpy(self, purpose: str, *keys: int) -> np.random.Generator:
         """A NumPy PCG64 generator for ``purpose`` and ``keys``."""

@@ -156,6 +156,19 @@ def test_bad_updates_are_rejected_and_counted(bad: Update, reason: str) -> None:
     assert state.params.tolist() == [1.0, 2.0] and state.version == 0
 
 
+def test_huge_finite_entries_are_not_taken_for_non_finite_ones() -> None:
+    # ||Delta|| of these float64 entries overflows to inf; the entries themselves are finite
+    rule = AsyncAggregator(Constant(), DeltaStep())
+    state = rule.init(torch.zeros(2, dtype=torch.float64))
+    state.store.acquire()
+    huge = Update(0, 0, 0, torch.tensor([1e200, -1e200], dtype=torch.float64), 1, 1, 0.0)
+    _, outcome = rule.on_update(state, huge)
+    assert outcome.accepted, outcome.reason
+    state.store.acquire()
+    bad = Update(0, 0, 1, torch.tensor([1e200, float("nan")], dtype=torch.float64), 1, 1, 0.0)
+    assert rule.on_update(state, bad)[1].reason == "non-finite values"
+
+
 def test_version_store_frees_unreferenced_versions() -> None:
     store = VersionStore(torch.zeros(4))
     sizes = []

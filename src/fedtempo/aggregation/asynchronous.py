@@ -131,11 +131,13 @@ class BufferStep:
         return state.params + self.lr * coefficient_sum(updates, coefs)
 
 
-def staleness_of(state: AsyncState, update: Update, base: torch.Tensor) -> Staleness:
+def staleness_of(
+    state: AsyncState, update: Update, base: torch.Tensor, delta_norm: float | None = None
+) -> Staleness:
     """Staleness in versions and AsyncFedED's gamma (0 if no update was applied in between,
-    inf if Delta is zero)."""
+    inf if Delta is zero); ``delta_norm`` is ||Delta|| where the caller has it already."""
     versions = state.version - update.base_version
-    delta_norm = l2_norm(update.delta)
+    delta_norm = l2_norm(update.delta) if delta_norm is None else delta_norm
     drift = 0.0 if versions == 0 else l2_norm(state.params - base)
     distance = drift / delta_norm if delta_norm > 0 else math.inf
     return Staleness(versions, distance)
@@ -153,24 +155,34 @@ class AsyncAggregator:
 
     def check(self, state: AsyncState, update: Update) -> str:
         """Why ``update`` must be rejected, or '' if it is acceptable."""
+        return self._checked(state, update)[0]
+
+    def _checked(self, state: AsyncState, update: Update) -> tuple[str, float]:
         known = update.base_version in state.store and update.base_version <= state.version
-        return self.problem(update, known, state.params)
+        return self._problem(update, known, state.params)
 
     def problem(self, update: Update, known_base: bool, like: torch.Tensor) -> str:
         """``check`` for a driver that keeps the versions elsewhere (the service's ledger):
         ``known_base`` whether the update's base version is still held, ``like`` a tensor of
         the model's shape and dtype."""
+        return self._problem(update, known_base, like)[0]
+
+    def _problem(self, update: Update, known_base: bool, like: torch.Tensor) -> tuple[str, float]:
+        """(why ``update`` must be rejected or '', ||Delta|| where it got that far, else nan)."""
         if not known_base:
-            return "unknown base version"
+            return "unknown base version", math.nan
         if update.delta.shape != like.shape:
-            return "shape mismatch"
+            return "shape mismatch", math.nan
         if update.delta.dtype != like.dtype:
-            return "dtype mismatch"
-        if not is_finite(update.delta):
-            return "non-finite values"
-        if self.weight.needs_distance and l2_norm(update.delta) == 0.0:  # gamma undefined
-            return "zero delta"
-        return ""
+            return "dtype mismatch", math.nan
+        norm = l2_norm(update.delta)
+        # a finite norm means every entry is finite; a non-finite one may be an overflow of
+        # huge finite entries, so then each entry is checked
+        if not math.isfinite(norm) and not is_finite(update.delta):
+            return "non-finite values", norm
+        if self.weight.needs_distance and norm == 0.0:  # gamma undefined
+            return "zero delta", norm
+        return "", norm
 
     def describe(self) -> dict[str, Any]:
         """The rule as JSON data (``async_rule_from`` reads it back)."""
@@ -179,12 +191,12 @@ class AsyncAggregator:
     def on_update(self, state: AsyncState, update: Update) -> tuple[AsyncState, Outcome]:
         """Consume one update. A rejected update is counted in ``state.rejected`` and never
         touches the global model. The caller releases the update's base version afterwards."""
-        reason = self.check(state, update)
+        reason, norm = self._checked(state, update)
         if reason:
             state.rejected[reason] = state.rejected.get(reason, 0) + 1
             return state, Outcome(reason)
         base = state.store.get(update.base_version)
-        staleness = staleness_of(state, update, base)
+        staleness = staleness_of(state, update, base, norm)
         w = self.weight(staleness)
         new = self.step.apply(state, update, w, base)
         version = state.store.publish(new) if new is not None else None
