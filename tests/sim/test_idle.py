@@ -26,6 +26,7 @@ def test_idle_set_is_a_sorted_list(size: int, data: st.DataObject) -> None:
             bisect.insort(model, c)
         assert len(idle) == len(model) and list(idle) == model
         assert [idle[i] for i in range(len(model))] == model
+        assert idle[1:-1] == model[1:-1] and idle[::2] == model[::2]
         if model:
             assert idle[-1] == model[-1]
         probe = data.draw(st.integers(0, size))

@@ -8,10 +8,11 @@ list shift: a million clients cost nothing per dispatch. It reads as the sorted 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
 
 
-class IdleSet:
+class IdleSet(Sequence[int]):
     def __init__(self, clients: Iterable[int], size: int) -> None:
         self._flag = bytearray(size)
         for c in clients:
@@ -57,8 +58,16 @@ class IdleSet:
         self._count -= 1
         self._bump(client, -1)
 
-    def __getitem__(self, i: int) -> int:
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[int]: ...
+
+    def __getitem__(self, i: int | slice) -> int | list[int]:
         """The ``i``-th idle id in increasing order (0-based; negative counts from the end)."""
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._count))]
         if i < 0:
             i += self._count
         if not 0 <= i < self._count:
