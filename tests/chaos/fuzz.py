@@ -192,7 +192,9 @@ class Target:
         self.client, self.ledger = client, state / "ledger.sqlite"
         self.blobs = state / "blobs"
         admin = {"authorization": f"Bearer {admin_token}"}
-        spec = {"name": "fuzz", "spec": tiny_spec(SERVER)}
+        # its task must outlive a long run: an expiry would change the state under a refusal,
+        # and every later upload would stop at the task check
+        spec = {"name": "fuzz", "spec": tiny_spec(SERVER, task_timeout_s=1e7)}
         r = client.post("/v1/jobs", json=spec, headers=admin)
         assert r.status_code == 201, r.text
         self.job = str(r.json()["job"])

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.chaos.fuzz import Tally, Target, fuzz_uploads, schemathesis_run, schemathesis_stateful
 from tests.service.helpers import InProcess
@@ -49,3 +50,30 @@ def test_schemathesis_sequences_find_no_server_error(tmp_path: Path) -> None:
     assert tally.server_errors == 0, tally.examples
     assert tally.statuses.get(201, 0) > 0, tally.statuses  # jobs were made, and chains went on
     assert tally.tried > 6 * 2
+
+
+def test_integers_too_large_for_the_ledger_are_refused_with_a_reason(tmp_path: Path) -> None:
+    # found by the 100k run: a /work body whose samples overflowed SQLite's 64-bit integers
+    # was a 500; every number a request names is now bounded
+    from fedtempo.service import wire
+    from fedtempo.service.jobs import Envelope
+
+    svc = InProcess(tmp_path / "state")
+    target = Target(svc.client, svc.token, svc.service.store.root)
+    huge = 2**70
+    before = target.state()
+    work = f'{{"samples": {huge}, "wait_s": 0}}'.encode()
+    r = target.signed("POST", f"/v1/jobs/{target.job}/work", work, "application/json")
+    assert r.status_code == 422, r.text
+    r = target.signed("GET", f"/v1/jobs/{target.job}/versions/{huge}", b"", "")
+    assert r.status_code == 422, r.text
+    body = wire.encode(
+        target.layout,
+        torch.zeros(target.layout.numel),
+        Envelope(target.task, huge, 4, 1, 0.5).to_meta(),
+    )
+    octet = "application/octet-stream"
+    r = target.signed("PUT", f"/v1/jobs/{target.job}/updates/huge", body, octet)
+    assert r.status_code == 422 and "above" in r.text, r.text
+    assert target.state() == before
+    svc.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
@@ -31,7 +32,7 @@ from fedtempo.service import auth
 from fedtempo.service.aggregation import AggregationSettings
 from fedtempo.service.asyncjob import AsyncJob, Pending
 from fedtempo.service.core import Service
-from fedtempo.service.jobs import JobFactory, Rejected
+from fedtempo.service.jobs import MAX_COUNT, JobFactory, Rejected
 from fedtempo.service.requests import (
     JSON_LIMIT,
     SIGNED,
@@ -245,7 +246,9 @@ def create_app(
             service.settle()
 
     @app.get("/v1/jobs/{job_id}/versions/{version}", openapi_extra={"parameters": SIGNED})
-    async def version(job_id: str, version: int, request: Request) -> Response:
+    async def version(
+        job_id: str, request: Request, version: int = FastPath(ge=0, le=MAX_COUNT)
+    ) -> Response:
         job = service.job(job_id)
         service.check_party(request, job, b"")
         return Response(job.version_blob(version), media_type="application/octet-stream")

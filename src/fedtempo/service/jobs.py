@@ -39,6 +39,9 @@ POLL_FRESH_S = 60.0  # a party that asked for work this recently counts as waiti
 IDLE_FRESH_S = 35.0  # an idle party is dispatched to only if it asked this recently
 
 
+MAX_COUNT = 2**62  # the largest count or version a request may name (SQLite's are 64-bit)
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """How the service drives a job (wall seconds). ``clients_per_round`` None: every enrolled
@@ -114,6 +117,12 @@ class Envelope:
         if env.samples < 0 or env.steps < 0 or not math.isfinite(env.loss):
             raise Rejected(
                 422, "update metadata: negative samples/steps or non-finite loss", "bad metadata"
+            )
+        if max(env.base_version, env.samples, env.steps) > MAX_COUNT:
+            raise Rejected(
+                422,
+                f"update metadata: base_version, samples, steps above {MAX_COUNT}",
+                "bad metadata",
             )
         return env
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, Field
 
-from fedtempo.service.jobs import Rejected
+from fedtempo.service.jobs import MAX_COUNT, Rejected
 
 JSON_LIMIT = 1 << 20  # bytes of a control request's JSON body
 MAX_WAIT_S = 30.0  # the longest a long-poll is held
@@ -24,17 +24,17 @@ class EnrollRequest(BaseModel):
 
 
 class WorkRequest(BaseModel):
-    samples: int = Field(ge=0)
+    samples: int = Field(ge=0, le=MAX_COUNT)
     wait_s: float = Field(20.0, ge=0, le=MAX_WAIT_S)
 
 
 class EvaluationRequest(BaseModel):
     """What an evaluator measured of one model version on its own held-out data."""
 
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_COUNT)
     accuracy: float = Field(ge=0.0, le=1.0)
     loss: float | None = Field(None, ge=0.0, allow_inf_nan=False)
-    samples: int = Field(ge=1)
+    samples: int = Field(ge=1, le=MAX_COUNT)
 
 
 async def read_body(request: Request, limit: int, content_type: str) -> bytes:
