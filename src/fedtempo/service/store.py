@@ -219,18 +219,9 @@ class Store:
         self._staged.append((sql, params))
 
     def flush(self) -> None:
-        """Commit the staged writes alone. They are replay nonces, written for every signed
-        request, so this commit is not fsynced (``synchronous=NORMAL`` for it: with WAL the next
-        full commit, or a checkpoint, makes it durable). A killed process loses none of it; a
-        power cut may lose the last fraction of a second's nonces (a request from then could be
-        replayed within its window; uploads are idempotent by key, asks by party)."""
         if self._staged:
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with self.tx():
-                    pass
-            finally:
-                self.db.execute("PRAGMA synchronous=FULL")
+            with self.tx():
+                pass
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
