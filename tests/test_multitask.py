@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -445,3 +446,18 @@ def test_one_results_path_for_one_and_several_models(tmp_path):
     for key in ("final_accuracy", "best_accuracy", "model_version", "energy_j"):
         assert single[key] == row[key], key
     assert load(tmp_path / "one" / "config.toml") == validate_config(fedavg_config(5, 2))
+
+
+def test_cli_runs_a_multi_model_config(tmp_path):
+    import tomli_w
+    from typer.testing import CliRunner
+
+    from fedtempo.cli import app
+
+    path = tmp_path / "ma.toml"
+    path.write_text(tomli_w.dumps(two_tasks("round-robin")), encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "fedtempo results" in result.output and "Traceback" not in result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["algorithm"] == "mafl/round-robin" and len(summary["tasks"]) == 2
