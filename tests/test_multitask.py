@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -9,7 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from fedtempo.alloc.mafl import MaflProblem, TaskTerms, candidates, effective_steps, plan
+from fedtempo.alloc.mafl import (
+    MaflProblem,
+    TaskTerms,
+    candidates,
+    coefficients,
+    drift_peak,
+    effective_steps,
+    objective,
+    participation,
+    plan,
+)
 from fedtempo.alloc.pruning import Infeasible
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import validate as validate_config
@@ -24,7 +35,7 @@ from fedtempo.multitask import (
     validate,
 )
 from fedtempo.multitask.estimate import RoundCurve, fit_round
-from fedtempo.multitask.optimised import to_schedule
+from fedtempo.multitask.optimised import Physics, SCAScheduler, to_schedule
 
 N, M, H = 4, 2, 5
 
@@ -276,12 +287,32 @@ def test_probe_round_fit_recovers_rate_and_drift_horizon():
     gap, rate, local, quality = 1.2, 0.05, 8.0, 0.4
     steps = np.array([0, 1, 2, 4, 8, 16, 32, 64], dtype=float)
     loss = gap / (1 + rate * quality * local * np.log1p(steps / local))
-    g, k, g0 = fit_round(RoundCurve(steps, loss, 0.3, 32), quality)
+    g, k, g0, delta = fit_round(RoundCurve(steps, loss, 0.3, 32), quality)
     assert g == pytest.approx(gap)
     assert k == pytest.approx(rate, rel=0.1)
     assert g0 == pytest.approx(local, rel=0.25)
+    assert drift_peak(g0, delta) > 640  # a curve that never turns down: no peak in sight
     flat = RoundCurve(steps, np.full(len(steps), gap), 0.3, 32)
     assert fit_round(flat, quality)[1] <= 1e-5
+
+
+def test_a_loss_curve_that_turns_down_is_fitted_with_its_peak():
+    gap, rate, local, decay, quality = 1.2, 0.05, 8.0, 0.3, 0.4
+    steps = np.array([0, 1, 2, 4, 8, 16, 32, 64], dtype=float)
+    h = local * np.log1p(steps / local) - decay * steps
+    loss = gap / (1 + rate * quality * h)
+    assert loss[-1] > loss.min()  # the data rise again after their best local step
+    _, k, g0, delta = fit_round(RoundCurve(steps, loss, 0.3, 32), quality)
+    peak = float(drift_peak(g0, delta))
+    assert peak == pytest.approx(float(drift_peak(local, decay)), rel=0.25)
+    assert delta > 0 and k == pytest.approx(rate, rel=0.25)
+    # the drift factor is concave and reduces to the saturating form at delta = 0
+    g = np.linspace(1, 200, 50)
+    assert np.all(np.diff(effective_steps(g, g * 0 + 32, g * 0 + 500, 8.0, 30.0, 0.05), 2) < 0)
+    assert np.array_equal(
+        effective_steps(g, g * 0 + 32, g * 0 + 500, 8.0, 30.0, 0.0),
+        effective_steps(g, g * 0 + 32, g * 0 + 500, 8.0, 30.0),
+    )
 
 
 def test_infeasible_budget_is_reported():
@@ -461,3 +492,127 @@ def test_cli_runs_a_multi_model_config(tmp_path):
     assert "fedtempo results" in result.output and "Traceback" not in result.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["algorithm"] == "mafl/round-robin" and len(summary["tasks"]) == 2
+
+
+def with_dissimilarity(p: MaflProblem, z: float, **kw) -> MaflProblem:
+    n = p.samples.shape[0]
+    terms = tuple(dataclasses.replace(t, dissimilarity=np.full(n, z)) for t in p.terms)
+    return dataclasses.replace(p, terms=terms, **kw)
+
+
+def test_participation_term_is_convex_decreasing_and_reduces_to_the_old_objective():
+    ctx = context(2)
+    base = problem(ctx, beta=0.05, seed=2)
+    c = candidates(base)
+    gamma = np.full(base.samples.shape, 10)
+    batch = np.full(base.samples.shape, 16)
+    rng = np.random.default_rng(0)
+    s = rng.random(len(c.device))
+    # off (no z measured, or weight 0): J is the surrogate without it, term for term
+    k_old = coefficients(base, c, gamma, batch)
+    off = with_dissimilarity(base, 0.6, participation=0.0)
+    assert objective(off, c, s, coefficients(off, c, gamma, batch)) == objective(base, c, s, k_old)
+    on = with_dissimilarity(base, 0.6)
+    k = coefficients(on, c, gamma, batch)
+    assert objective(on, c, s, k) > objective(base, c, s, k_old)
+    # along any line in s it is convex and it falls as sessions are added
+    d = rng.random(len(c.device))
+    values = [participation(k, s + t * d) for t in np.linspace(0, 3, 13)]
+    assert all(b < a for a, b in itertools.pairwise(values))
+    assert np.all(np.diff(values, 2) > 0)
+    # recent sessions of a pair lower what a new one is worth there
+    recent = np.zeros(base.samples.shape)
+    recent[0, 0] = 5
+    seen = dataclasses.replace(on, recent=recent)
+    i = int(np.flatnonzero((c.device == 0) & (c.model == 0))[0])
+    one = np.eye(len(c.device))[i]
+    zero = np.zeros(len(c.device))
+
+    def gain(q: MaflProblem) -> float:
+        k = coefficients(q, c, gamma, batch)
+        return participation(k, zero) - participation(k, one)
+
+    assert 0 < gain(seen) < gain(on)
+
+
+def test_participation_spreads_sessions_over_more_devices():
+    """One model, four devices with the same data share, one of them much cheaper: with energy
+    priced in, the optimiser without the participation term keeps going back to the cheap
+    device; with it, it visits more of them."""
+    n, horizon = 4, 6
+    ctx = PlanContext(
+        first_round=0,
+        horizon=horizon,
+        has_data=np.ones((n, 1), dtype=bool),
+        available=np.ones((n, horizon), dtype=bool),
+        channels=1,
+        session_rounds=np.ones((n, 1), dtype=np.int64),
+        busy_until=np.zeros(n, dtype=np.int64),
+        channel_used=np.zeros(horizon, dtype=np.int64),
+        iterations=5,
+        batch=16,
+    )
+    terms = (TaskTerms(1.0, 0.3, 0.05, 30.0, 5.0, 0.0, dissimilarity=np.full(n, 0.8)),)
+    p = MaflProblem(
+        terms=terms,
+        samples=np.full((n, 1), 100.0),
+        train_flops=np.array([1e6]),
+        speed=np.array([1e9, 1.5e9, 1.5e9, 1.5e9]),  # energy per FLOP ~ speed^2: 0 is cheap
+        kappa=1e-27,
+        upload_j=np.full((n, 1), 0.001),
+        comm_s=np.full((n, 1), 0.1),
+        round_s=10.0,
+        session_rounds=ctx.session_rounds,
+        available=ctx.available,
+        busy_from=np.zeros(n, dtype=np.int64),
+        channel_used=ctx.channel_used,
+        channels=1,
+        beta_e=0.5,
+        iterations=5,
+        batch=16,
+    )
+
+    def devices(q: MaflProblem) -> set[int]:
+        r = plan(q, size=False)
+        return {int(d) for d in r.candidates.device[r.chosen > 0.5]}
+
+    assert devices(dataclasses.replace(p, participation=0.0)) == {0}
+    assert len(devices(p)) >= 3
+
+
+def test_rounding_fills_every_channel_when_energy_is_free():
+    for seed in range(3):
+        ctx = context(seed)
+        p = problem(ctx, beta=0.0, seed=seed)
+        r = plan(p)
+        c, on = r.candidates, r.chosen > 0.5
+        busy = np.zeros((p.samples.shape[0], ctx.horizon), dtype=bool)
+        for i in np.flatnonzero(on):
+            busy[c.device[i], c.start[i] : c.upload[i] + 1] = True
+        used = np.bincount(c.upload[on], minlength=ctx.horizon) + ctx.channel_used
+        for i in np.flatnonzero(~on):  # no candidate left out could still fit
+            free = not busy[c.device[i], c.start[i] : c.upload[i] + 1].any()
+            assert not (free and used[c.upload[i]] < ctx.channels), (seed, i)
+
+
+def test_the_optimisers_halves_alone():
+    ctx = dataclasses.replace(context(3), terms=problem(context(3), 0.0).terms)
+    ph = Physics(
+        samples=problem(ctx, 0.0, seed=3).samples,
+        train_flops=np.array([3e6, 1e6, 2e4]),
+        speed=np.random.default_rng(3).uniform(0.5e9, 4e9, 8),
+        kappa=1e-28,
+        upload_j=np.full((8, 3), 0.05),
+        comm_s=np.full((8, 3), 0.5),
+        round_s=10.0,
+    )
+    rr = round_robin(ctx)
+    sizing = SCAScheduler(ph, beta_e=0.01, mode="sizing")(ctx)
+    assert [(x.device, x.model, x.start, x.upload) for x in sizing.sessions()] == [
+        (x.device, x.model, x.start, x.upload) for x in rr.sessions()
+    ]
+    assert {x.iterations for x in sizing.sessions()} != {ctx.iterations}  # sized by the optimiser
+    schedule = SCAScheduler(ph, beta_e=0.01, mode="schedule")(ctx)
+    validate(schedule, ctx.has_data, ctx.channels, ctx.available, ctx.busy_until, ctx.channel_used)
+    assert schedule.sessions()
+    assert {(x.iterations, x.batch) for x in schedule.sessions()} == {(ctx.iterations, ctx.batch)}

@@ -64,6 +64,7 @@ class MaflSettings:
     batch: int
     server_lr: float = 1.0
     warmup_rounds: int = 0
+    memory_rounds: int = 12  # the past over which a plan counts each device's sessions
 
 
 @dataclass
@@ -154,6 +155,10 @@ class MaflRounds:
         if wanted and self.measure is not None:
             params = {m: st.params for m, st in state.models.items()}
             terms = self.measure(params, state.previous)
+        recent = np.zeros(self.physics.samples.shape)
+        for x in state.sessions:
+            if x.start >= first - s.memory_rounds:
+                recent[x.device, x.model] += 1
         return PlanContext(
             first_round=first,
             horizon=horizon,
@@ -166,6 +171,7 @@ class MaflRounds:
             iterations=s.iterations,
             batch=s.batch,
             terms=terms,
+            recent=recent,
         )
 
     def commit(self, state: MaflState, first: int, until: int, view: RoundView) -> None:

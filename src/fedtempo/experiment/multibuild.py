@@ -22,7 +22,7 @@ from fedtempo.experiment.parts import (
 )
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
-from fedtempo.multitask.optimised import Physics, SCAScheduler
+from fedtempo.multitask.optimised import Mode, Physics, SCAScheduler
 from fedtempo.multitask.probes import Prober, ProbeSettings
 from fedtempo.multitask.schedule import Schedule
 from fedtempo.multitask.schedulers import PlanContext, async_random, round_robin
@@ -94,6 +94,9 @@ def physics(tasks: list[SimTask], samples: np.ndarray, pop: Population, round_s:
     )
 
 
+MODES: dict[str, Mode] = {"sca": "joint", "sca-schedule": "schedule", "sca-sizing": "sizing"}
+
+
 def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanContext], Schedule]:
     if mc.scheduler == "round-robin":
         return round_robin
@@ -106,6 +109,8 @@ def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanCo
         batch_range=mc.batch_range,
         energy_budget=mc.energy_budget,
         min_sessions=mc.min_sessions,
+        mode=MODES[mc.scheduler],
+        participation=mc.participation,
     )
 
 
@@ -129,6 +134,7 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
         batch=mc.batch,
         server_lr=mc.server_lr,
         warmup_rounds=mc.warmup_rounds,
+        memory_rounds=mc.memory_rounds,
     )
     chosen = scheduler(mc, ph, streams)
     weights = [tc.weight for tc in config.tasks]

@@ -157,10 +157,14 @@ class MaflConfig(Section):
     """MA-FL (SPEC B): ``devices`` devices share ``channels`` uploads per round of ``round_s``
     seconds for ``rounds`` rounds. Schedulers: round-robin (synchronous), async-random, sca (the
     optimiser: minimises sum phi Psi + beta_e x energy over ``horizon`` rounds, re-planned every
-    ``step`` rounds, after ``warmup_rounds`` round-robin rounds that fit its constants).
-    ``iterations`` and ``batch``: the baselines' gamma and B (and the optimiser's start)."""
+    ``step`` rounds, after ``warmup_rounds`` round-robin rounds that fit its constants), and its
+    halves alone: sca-schedule (its sessions at the nominal gamma and B) and sca-sizing
+    (round-robin's sessions, its gamma and B). ``iterations`` and ``batch``: the baselines'
+    gamma and B (and the optimiser's start). ``participation``: the weight of the optimiser's
+    participation term (0: off), counting each device's sessions over the last
+    ``memory_rounds`` rounds and the planned horizon."""
 
-    scheduler: Literal["round-robin", "async-random", "sca"] = "sca"
+    scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
     round_s: float = Field(10.0, gt=0)
     rounds: int = Field(30, ge=1)
@@ -176,6 +180,8 @@ class MaflConfig(Section):
     min_sessions: int = Field(0, ge=0)
     server_lr: float = Field(1.0, gt=0)
     warmup_rounds: int = Field(2, ge=0)
+    participation: float = Field(1.0, ge=0)
+    memory_rounds: int = Field(12, ge=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:
@@ -184,7 +190,7 @@ class MaflConfig(Section):
         lo, hi = self.batch_range
         if not 1 <= lo <= hi:
             raise ValueError(f"mafl.batch_range: need 1 <= min <= max, got {[lo, hi]}")
-        if self.scheduler == "sca" and self.warmup_rounds < 1:
+        if self.scheduler.startswith("sca") and self.warmup_rounds < 1:
             raise ValueError(
                 "mafl.warmup_rounds: the sca scheduler fits its constants on warm-up rounds; "
                 "set at least 1"

@@ -43,6 +43,13 @@ class Probe:
     staleness: float  # xi
     devices: int  # N
     relative_loss: np.ndarray  # per device: its loss over the data-weighted mean loss
+    device_dissimilarity: np.ndarray  # per device: ||g_n - g||^2 less its sampling noise
+
+    @property
+    def relative_dissimilarity(self) -> np.ndarray:
+        """z_n = zeta_n^2 / (zeta_n^2 + g^2), in [0, 1)."""
+        d = self.device_dissimilarity
+        return np.asarray(d / (d + self.grad_sq))
 
 
 def _gradient(
@@ -101,17 +108,16 @@ def probe(
     load_vector(model, params)
     variance = _per_sample_variance(model, x_all, y_all)
     sizes = np.array([len(y) for _, y in pools], dtype=float)
-    spread = sum(
-        float(w) * (float((gn - g).pow(2).sum()) - variance / n)
-        for w, gn, n in zip(weights, per_device, sizes, strict=True)
-    )
+    pairs = zip(per_device, sizes, strict=True)
+    each = np.array([float((gn - g).pow(2).sum()) - variance / n for gn, n in pairs])
+    spread = float(weights @ each)
     g_sq = max(float(g.pow(2).sum()) - variance / float(sizes.sum()), 1e-12)
     xi = 0.0
     if previous is not None and not torch.equal(previous, params):
         g_prev, _, _ = _mean_gradient(model, previous, pools, weights)
         xi = float((g - g_prev).norm()) / g_sq**0.5
     relative = losses / max(float(weights @ losses), 1e-12)
-    return Probe(g_sq, variance, max(spread, 0.0), xi, len(pools), relative)
+    return Probe(g_sq, variance, max(spread, 0.0), xi, len(pools), relative, np.maximum(each, 0.0))
 
 
 STEP_GRID = (1, 2, 4, 8, 16, 32, 64)
@@ -168,24 +174,33 @@ def probe_round(
 
 LOCAL_GRID = np.geomspace(1.0, 1e4, 49)
 RATE_GRID = np.geomspace(1e-6, 1e2, 161)
+DECAY_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 0.5, 28)])
 
 
-def fit_round(curve: RoundCurve, quality: float) -> tuple[float, float, float]:
-    """(G, k, gamma0): G the loss before the round; k and gamma0 by least squares (on grids)
-    of the decrease G - loss(j) against G - G / (1 + k c gamma0 log(1 + j / gamma0)), with c =
-    ``quality``. A round that did not lower the loss gives the smallest k on the grid."""
+def fit_round(curve: RoundCurve, quality: float) -> tuple[float, float, float, float]:
+    """(G, k, gamma0, delta): G the loss before the round; k, gamma0 and delta by least squares
+    (on grids) of the decrease G - loss(j) against G - G / (1 + k c h(j)), h(j) = gamma0
+    log(1 + j / gamma0) - delta j, with c = ``quality``; delta > 0 lets the curve turn down
+    (a loss that rises again after some local steps); it is kept only where it cuts the error
+    by a fifth (a grid's rounding alone must not invent a decay). A round that did not lower
+    the loss gives the smallest k on the grid."""
     gap = float(curve.loss[0])
     decrease = gap - curve.loss[1:]
     j = curve.steps[1:]
-    best = (np.inf, RATE_GRID[0], LOCAL_GRID[0])
-    for g0 in LOCAL_GRID:
-        moved = quality * g0 * np.log1p(j / g0)
-        model = gap - gap / (1 + RATE_GRID[:, None] * moved[None, :])
-        err = ((model - decrease[None, :]) ** 2).sum(axis=1)
-        i = int(np.argmin(err))
-        if err[i] < best[0] - 1e-15:
-            best = (float(err[i]), float(RATE_GRID[i]), float(g0))
-    return gap, best[1], best[2]
+    best = (np.inf, RATE_GRID[0], LOCAL_GRID[0], 0.0)
+    for delta in DECAY_GRID:
+        for g0 in LOCAL_GRID:
+            moved = quality * (g0 * np.log1p(j / g0) - delta * j)
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                model = gap - gap / (1 + RATE_GRID[:, None] * moved[None, :])
+                err = ((model - decrease[None, :]) ** 2).sum(axis=1)
+            valid = np.isfinite(err) & (1 + RATE_GRID[:, None] * moved > 0).all(axis=1)
+            err = np.where(valid, err, np.inf)
+            i = int(np.argmin(err))
+            bar = best[0] * (0.8 if delta > 0 and best[3] == 0 else 1 - 1e-6) - 1e-15
+            if err[i] < bar:
+                best = (float(err[i]), float(RATE_GRID[i]), float(g0), float(delta))
+    return gap, best[1], best[2], best[3]
 
 
 def terms_from(
@@ -194,16 +209,17 @@ def terms_from(
     samples: float,
     weight: float = 1.0,
     relative_loss: np.ndarray | None = None,
+    dissimilarity: np.ndarray | None = None,
 ) -> TaskTerms:
     """TaskTerms from the probes: B_noise = sigma^2 / g^2, A0 = zeta^2 / (N g^2) and xi from
     ``probe_``; G, k and gamma0 from the probe round ``curve`` (whose quality c is its share's
     A / (A + A0) times its batch's B / (a B + B_noise); ``samples``: a typical device's data);
-    ``relative_loss`` (N, or None) is passed through."""
+    ``relative_loss`` and ``dissimilarity`` (N, or None) are passed through."""
     batch_noise = probe_.variance / probe_.grad_sq
     spread = probe_.dissimilarity / (probe_.devices * probe_.grad_sq)
     per_step = batch_factor(np.array([float(curve.batch)]), np.array([samples]), batch_noise)
     quality = float(per_step[0]) * curve.share / (curve.share + max(spread, 1e-9))
-    gap, rate, local = fit_round(curve, quality)
+    gap, rate, local, decay = fit_round(curve, quality)
     return TaskTerms(
         gap=max(gap, 0.0),
         rate=rate,
@@ -213,4 +229,6 @@ def terms_from(
         staleness=probe_.staleness,
         weight=weight,
         relative_loss=relative_loss,
+        drift_decay=decay,
+        dissimilarity=dissimilarity,
     )

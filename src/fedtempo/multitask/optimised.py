@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from fedtempo.alloc.mafl import MaflProblem, Plan, plan
+from fedtempo.alloc.mafl import Candidates, MaflProblem, Plan, plan
 from fedtempo.multitask.schedule import Schedule
-from fedtempo.multitask.schedulers import PlanContext
+from fedtempo.multitask.schedulers import PlanContext, round_robin
+
+Mode = Literal["joint", "schedule", "sizing"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,10 @@ class PlanRecord:
 @dataclass
 class SCAScheduler:
     """Minimises sum_m phi_m Psi_m + beta_E E_total over each horizon (``fedtempo.alloc.mafl``),
-    with the constants of every model's Psi_m taken from the context."""
+    with the constants of every model's Psi_m taken from the context. ``mode``: "joint" (the
+    optimiser), or one half of it alone (SPEC B's ablations): "schedule" (the optimiser's
+    sessions at the nominal gamma and B) or "sizing" (round-robin's sessions, gamma and B
+    chosen by the optimiser). ``participation``: weight of the participation term."""
 
     physics: Physics
     beta_e: float
@@ -56,6 +61,8 @@ class SCAScheduler:
     batch_range: tuple[int, int] = (8, 128)
     energy_budget: float | None = None
     min_sessions: int = 0
+    mode: Mode = "joint"
+    participation: float = 1.0
     log: list[PlanRecord] = field(default_factory=list)
     needs_terms: ClassVar[bool] = True  # the server measures the surrogate's constants for it
 
@@ -83,13 +90,16 @@ class SCAScheduler:
             batch_range=self.batch_range,
             energy_budget=self.energy_budget,
             min_sessions=self.min_sessions,
+            recent=ctx.recent,
+            participation=self.participation,
         )
 
     def __call__(self, ctx: PlanContext) -> Schedule:
         if len(ctx.terms) != ctx.models:
             raise ValueError("the MA-FL optimiser needs the surrogate's terms for every model")
         began = time.perf_counter()
-        result = plan(self.problem(ctx))
+        fixed = _as_candidates(round_robin(ctx)) if self.mode == "sizing" else None
+        result = plan(self.problem(ctx), fixed, size=self.mode != "schedule")
         solve_s = time.perf_counter() - began
         out = to_schedule(ctx, result)
         self.log.append(
@@ -104,6 +114,15 @@ class SCAScheduler:
             )
         )
         return out
+
+
+def _as_candidates(schedule: Schedule) -> Candidates:
+    """A schedule's sessions as candidates (rounds relative to its first round)."""
+    rows = np.array(
+        [(x.device, x.model, x.start, x.upload) for x in schedule.sessions()], dtype=np.int64
+    ).reshape(-1, 4)
+    rows[:, 2:] -= schedule.first_round
+    return Candidates(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
 
 
 def to_schedule(ctx: PlanContext, result: Plan) -> Schedule:

@@ -107,7 +107,8 @@ class Prober:
                 gens,
             )
             typical = float(np.median(self.samples[pools.devices, m]))
-            relative = np.ones(devices)
+            relative, strays = np.ones(devices), np.zeros(devices)
             relative[pools.devices] = measured.relative_loss
-            out.append(terms_from(measured, curve, typical, self.weights[m], relative))
+            strays[pools.devices] = measured.relative_dissimilarity
+            out.append(terms_from(measured, curve, typical, self.weights[m], relative, strays))
         return tuple(out)

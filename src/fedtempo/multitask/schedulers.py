@@ -26,7 +26,8 @@ class PlanContext:
     ``session_rounds[n, m]``: rounds a session of model m on device n needs at the nominal
     ``iterations`` x ``batch`` (download, compute, upload). ``busy_until[n]``: absolute round
     from which device n is free. ``channel_used[t]``: uploads already committed in round t.
-    ``terms``: the current constants of every model's surrogate (for the optimiser).
+    ``terms``: the current constants of every model's surrogate (for the optimiser);
+    ``recent[n, m]``: sessions of m on n that started in the recent past (None: not counted).
     """
 
     first_round: int
@@ -40,6 +41,7 @@ class PlanContext:
     iterations: int
     batch: int
     terms: tuple[TaskTerms, ...] = ()
+    recent: np.ndarray | None = None
 
     @property
     def devices(self) -> int:

@@ -57,15 +57,17 @@ from fedtempo.alloc.mafl.problem import (
     batch_factor,
     candidates,
     coefficients,
+    drift_peak,
     effective_steps,
     objective,
+    participation,
 )
+from fedtempo.alloc.mafl.rounding import round_greedy
 from fedtempo.alloc.mafl.sca import (
     START_GRID,
     Plan,
     plan,
     relax_schedule,
-    round_greedy,
     size_sessions,
     starting_iterations,
 )
@@ -80,8 +82,10 @@ __all__ = [
     "batch_factor",
     "candidates",
     "coefficients",
+    "drift_peak",
     "effective_steps",
     "objective",
+    "participation",
     "plan",
     "relax_schedule",
     "round_greedy",

@@ -11,7 +11,8 @@ import scipy.sparse as sp
 
 @dataclass(frozen=True)
 class TaskTerms:
-    """The constants of Psi_m for one model (loss in nats, progress in effective steps)."""
+    """The constants of Psi_m for one model (loss in nats, progress in effective steps).
+    ``dissimilarity`` z_n = zeta_n^2 / (zeta_n^2 + g^2), zeta_n^2 = ||g_n - g||^2."""
 
     gap: float  # G_m
     rate: float  # k_m, per effective server step
@@ -21,6 +22,8 @@ class TaskTerms:
     staleness: float  # xi, per server step
     weight: float = 1.0  # phi_m
     relative_loss: np.ndarray | None = None  # l_n: loss on device n's data / mean loss (N)
+    drift_decay: float = 0.0  # delta: what each local step loses to drift, in steps
+    dissimilarity: np.ndarray | None = None  # z_n in [0, 1): how far n's gradient strays (N)
 
 
 def _terms_array(terms: tuple[TaskTerms, ...], name: str) -> np.ndarray:
@@ -33,13 +36,26 @@ def effective_steps(
     samples: np.ndarray,
     local_steps: np.ndarray | float,
     batch_noise: np.ndarray | float,
+    drift_decay: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """h = gamma0 log(1 + gamma / gamma0) x B / (a B + B_noise), a = 1 - B_noise / D."""
-    return np.asarray(_drift_factor(gamma, local_steps) * batch_factor(batch, samples, batch_noise))
+    """h = (gamma0 log(1 + gamma / gamma0) - delta gamma) x B / (a B + B_noise), a = 1 -
+    B_noise / D."""
+    drift = _drift_factor(gamma, local_steps, drift_decay)
+    return np.asarray(drift * batch_factor(batch, samples, batch_noise))
 
 
-def _drift_factor(gamma: np.ndarray, local_steps: np.ndarray | float) -> np.ndarray:
-    return local_steps * np.log1p(gamma / local_steps)
+def _drift_factor(
+    gamma: np.ndarray, local_steps: np.ndarray | float, drift_decay: np.ndarray | float = 0.0
+) -> np.ndarray:
+    """gamma0 log(1 + gamma / gamma0) - delta gamma: concave in gamma, rising to its peak at
+    gamma0 (1 / delta - 1) and falling after it (delta = 0: saturating, never falling)."""
+    return np.asarray(local_steps * np.log1p(gamma / local_steps) - drift_decay * gamma)
+
+
+def drift_peak(local_steps: np.ndarray | float, drift_decay: np.ndarray | float) -> np.ndarray:
+    """The gamma at which the drift factor peaks (inf where delta = 0)."""
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.where(drift_decay > 0, local_steps * (1 / drift_decay - 1), np.inf))
 
 
 def _population(samples: np.ndarray, batch_noise: np.ndarray | float) -> np.ndarray:
@@ -78,6 +94,9 @@ class MaflProblem:
     energy_budget: float | None = None
     min_sessions: int = 0
     penalty: float | None = None  # mu; None: the mean |dJ/ds| at s = 0
+    recent: np.ndarray | None = None  # sessions of (n, m) in the recent past (N x M)
+    participation: float = 1.0  # weight of the participation term (0: off)
+    visit_offset: float = 1.0  # c in rho z / (c + sessions)
 
     @property
     def rho(self) -> np.ndarray:
@@ -103,7 +122,22 @@ class MaflProblem:
             self.samples,
             _terms_array(self.terms, "local_steps")[None, :],
             _terms_array(self.terms, "batch_noise")[None, :],
+            _terms_array(self.terms, "drift_decay")[None, :],
         )
+
+    def coverage(self) -> np.ndarray:
+        """phi_m G_m rho_n z_n per (n, m) (N x M): what the participation term charges for a
+        device's data left out (zeros where z is not measured or the term is off)."""
+        out = np.zeros(self.samples.shape)
+        for m, t in enumerate(self.terms):
+            if t.dissimilarity is not None:
+                out[:, m] = self.participation * t.weight * t.gap * t.dissimilarity
+        return np.asarray(out * self.rho)
+
+    def visits(self) -> np.ndarray:
+        """c + the recent sessions of each (n, m) (N x M)."""
+        past = np.zeros(self.samples.shape) if self.recent is None else self.recent
+        return np.asarray(self.visit_offset + past, dtype=float)
 
     def share(self) -> np.ndarray:
         """w = rho l / (1 + xi (d - 1)) of a session of each (n, m) (N x M)."""
@@ -173,6 +207,9 @@ class Coefficients:
     spread: np.ndarray
     weight: np.ndarray
     mean_steps: np.ndarray
+    pair: np.ndarray  # n M + m of each candidate
+    cover: np.ndarray  # phi G rho z per pair (N M)
+    visits: np.ndarray  # c + recent sessions per pair (N M)
 
 
 def coefficients(
@@ -193,6 +230,9 @@ def coefficients(
         spread=np.maximum(_terms_array(p.terms, "spread"), 1e-9),
         weight=_terms_array(p.terms, "weight"),
         mean_steps=np.divide(mean, total, out=np.zeros(n_mod), where=total > 0),
+        pair=n * n_mod + m,
+        cover=p.coverage().ravel(),
+        visits=p.visits().ravel(),
     )
 
 
@@ -215,4 +255,12 @@ def objective(
     """J at the (possibly fractional) selection s, without the binarity penalty; ``mean``: the
     S-step's form (every session of model m at the model's mean h)."""
     psi = k.weight * k.gap / (1 + k.rate * _progress(p, k, s, mean))
-    return float(psi.sum() + p.beta_e * (k.energy @ s))
+    return float(psi.sum() + participation(k, s) + p.beta_e * (k.energy @ s))
+
+
+def participation(k: Coefficients, s: np.ndarray) -> float:
+    """sum over (n, m) of phi G rho z / (c + recent + planned sessions): under non-IID data,
+    FedAvg over uneven visits converges to an objective that weighs the rarely visited devices
+    less, by as much as their data strays (z). Convex and decreasing in the visit counts."""
+    planned = np.bincount(k.pair, weights=s, minlength=len(k.visits))
+    return float((k.cover / (k.visits + planned)).sum())

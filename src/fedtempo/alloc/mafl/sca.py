@@ -21,9 +21,11 @@ from fedtempo.alloc.mafl.problem import (
     batch_factor,
     candidates,
     coefficients,
+    drift_peak,
     effective_steps,
     objective,
 )
+from fedtempo.alloc.mafl.rounding import round_greedy
 from fedtempo.alloc.pruning import Infeasible
 
 
@@ -79,6 +81,7 @@ def _penalty(p: MaflProblem, c: Candidates, k: Coefficients) -> float:
         return p.penalty
     m = c.model
     gain = k.weight[m] * k.gap[m] * k.rate[m] * k.mean_steps[m] * k.share / k.spread[m]
+    gain = gain + k.cover[k.pair] / k.visits[k.pair] ** 2
     return float(np.mean(np.abs(p.beta_e * k.energy - gain))) if len(m) else 0.0
 
 
@@ -100,8 +103,11 @@ def relax_schedule(
     per_model = _onehot(np.repeat(np.arange(n_mod), horizon), n_mod)
     progress = cp.multiply(k.mean_steps, per_model @ quality)
     psi = cp.multiply(k.weight * k.gap, cp.inv_pos(1 + cp.multiply(k.rate, progress)))
+    covered = np.flatnonzero(k.cover > 0)  # pairs the participation term charges
+    visits = _onehot(k.pair, len(k.visits))[covered] @ s + k.visits[covered]
+    left_out = k.cover[covered] @ cp.inv_pos(visits) if len(covered) else 0.0
     problem = cp.Problem(
-        cp.Minimize(cp.sum(psi) + (p.beta_e * k.energy) @ s + lin @ s),
+        cp.Minimize(cp.sum(psi) + left_out + (p.beta_e * k.energy) @ s + lin @ s),
         _schedule_constraints(p, c, s, k.energy),
     )
     lin.value = np.zeros(size)
@@ -127,60 +133,16 @@ def relax_schedule(
     return x, history
 
 
-def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coefficients) -> np.ndarray:
-    """Round a relaxed selection: take candidates by decreasing relaxed value and keep one if it
-    fits (device free, channel free, budget) and lowers J; then top up models short of
-    ``min_sessions`` with their best fitting candidates. Raises Infeasible if that fails."""
-    horizon = p.available.shape[1]
-    busy = np.zeros((p.samples.shape[0], horizon), dtype=bool)
-    used = p.channel_used.astype(np.int64).copy()
-    chosen = np.zeros(len(c.device))
-    spent = 0.0
-
-    def fits(i: int) -> bool:
-        n, t, u = int(c.device[i]), int(c.start[i]), int(c.upload[i])
-        over = p.energy_budget is not None and spent + k.energy[i] > p.energy_budget
-        return not (busy[n, t : u + 1].any() or used[u] >= p.channels or over)
-
-    def take(i: int) -> None:
-        nonlocal spent
-        busy[int(c.device[i]), int(c.start[i]) : int(c.upload[i]) + 1] = True
-        used[int(c.upload[i])] += 1
-        chosen[i] = 1.0
-        spent += float(k.energy[i])
-
-    current = objective(p, c, chosen, k)
-    order = np.argsort(-relaxed, kind="stable")
-    for i in order:
-        if relaxed[i] <= 1e-6 or not fits(int(i)):
-            continue
-        chosen[i] = 1.0
-        value = objective(p, c, chosen, k)
-        chosen[i] = 0.0
-        if value < current:
-            take(int(i))
-            current = value
-    for m in range(len(p.terms)):
-        for i in (int(i) for i in order if c.model[i] == m):
-            if chosen[c.model == m].sum() >= p.min_sessions:
-                break
-            if chosen[i] == 0 and fits(i):
-                take(i)
-        if chosen[c.model == m].sum() < p.min_sessions:
-            raise Infeasible(
-                f"MA-FL rounding: model {m} gets {int(chosen[c.model == m].sum())} session(s), "
-                f"needs {p.min_sessions} (channels, devices or energy budget exhausted)"
-            )
-    return chosen
-
-
 def _sizing_bounds(
     p: MaflProblem, gamma: np.ndarray, batch: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Upper bounds on gamma (B fixed) and B (gamma fixed) from the latency of each pair."""
     n, m = pairs
     seconds = p.compute_budget_s()[n, m] * p.speed[n] / p.train_flops[m]  # samples that fit
-    g_max = np.minimum(p.max_iterations, seconds / batch[n, m])
+    peak = drift_peak(
+        _terms_array(p.terms, "local_steps")[m], _terms_array(p.terms, "drift_decay")[m]
+    )
+    g_max = np.minimum(np.minimum(p.max_iterations, seconds / batch[n, m]), peak)
     b_max = np.minimum(np.minimum(p.batch_range[1], p.samples[n, m]), seconds / gamma[n, m])
     return g_max, b_max
 
@@ -195,6 +157,7 @@ class _Pairs:
     weight: np.ndarray  # sum over its sessions of w_i / (A_{m,u} + A0_m)
     samples: np.ndarray
     local_steps: np.ndarray
+    drift_decay: np.ndarray
     batch_noise: np.ndarray
     flop_j: np.ndarray  # J per sample processed
     upload_j: np.ndarray
@@ -220,6 +183,7 @@ def _pairs(p: MaflProblem, c: Candidates, chosen: np.ndarray, k: Coefficients) -
         weight=weight[n, m],
         samples=p.samples[n, m],
         local_steps=_terms_array(p.terms, "local_steps")[m],
+        drift_decay=_terms_array(p.terms, "drift_decay")[m],
         batch_noise=_terms_array(p.terms, "batch_noise")[m],
         flop_j=p.kappa * p.speed[n] ** 2 * p.train_flops[m],
         upload_j=p.upload_j[n, m],
@@ -290,7 +254,8 @@ def _solve_gamma(
     g_max, _ = _sizing_bounds(p, gamma, batch, q.index)
     g = cp.Variable(len(q.count))
     g0 = q.local_steps
-    drift = cp.multiply(g0, cp.log(1 + cp.multiply(1 / g0, g)))  # gamma0 log(1 + gamma / gamma0)
+    # gamma0 log(1 + gamma / gamma0) - delta gamma (concave)
+    drift = cp.multiply(g0, cp.log(1 + cp.multiply(1 / g0, g))) - cp.multiply(q.drift_decay, g)
     progress = cp.multiply(q.weight * batch_factor(b, q.samples, q.batch_noise), drift)
     energy = (q.count * q.flop_j * b) @ g + float(q.count @ q.upload_j)
     cons = [g >= 1, g <= np.maximum(g_max, 1)]
@@ -308,7 +273,8 @@ def _solve_batch(
     a = _population(q.samples, q.batch_noise)
     scale = q.batch_noise / a  # B / (a B + Bn) = (1 - scale / (B + scale)) / a
     factor = cp.multiply(1 / a, 1 - cp.multiply(scale, cp.inv_pos(b + scale)))
-    progress = cp.multiply(q.weight * _drift_factor(g, q.local_steps), factor)
+    drift = np.maximum(_drift_factor(g, q.local_steps, q.drift_decay), 0.0)  # gamma <= its peak
+    progress = cp.multiply(q.weight * drift, factor)
     energy = (q.count * q.flop_j * g) @ b + float(q.count @ q.upload_j)
     _solve(_sizing_problem(p, q, progress, energy, [b >= lo, b <= b_max]), "batch sizing", p)
     return g, np.clip(np.asarray(b.value), lo, b_max)
@@ -329,9 +295,8 @@ def starting_iterations(p: MaflProblem) -> np.ndarray:
         if not has.any():
             continue
         w, d_n = float(share[has, m].mean()), float(p.samples[has, m].mean())
-        h = effective_steps(
-            grid, np.full_like(grid, p.batch), np.full_like(grid, d_n), t.local_steps, t.batch_noise
-        )
+        batch, data = np.full_like(grid, p.batch), np.full_like(grid, d_n)
+        h = effective_steps(grid, batch, data, t.local_steps, t.batch_noise, t.drift_decay)
         e_flop = float(np.mean(p.kappa * p.speed[has] ** 2)) * p.train_flops[m] * p.batch
         net = (
             t.weight * t.gap * t.rate * h * w / (w + max(t.spread, 1e-9)) - p.beta_e * e_flop * grid
@@ -342,19 +307,29 @@ def starting_iterations(p: MaflProblem) -> np.ndarray:
     return np.asarray(np.minimum(out, cap))
 
 
-def plan(p: MaflProblem) -> Plan:
-    """Schedule, then size: the SPEC's SCA recipe for one horizon."""
-    c = candidates(p)
-    gamma = starting_iterations(p)
+def plan(p: MaflProblem, fixed: Candidates | None = None, size: bool = True) -> Plan:
+    """Schedule, then size: the SPEC's SCA recipe for one horizon. Its two halves alone (SPEC
+    B's ablations): ``fixed`` sessions (all taken; no schedule step) sized by the optimiser, or
+    ``size=False``: the optimiser's schedule at the nominal gamma and B."""
+    c = candidates(p) if fixed is None else fixed
     batch = np.full(p.samples.shape, p.batch, dtype=np.int64)
+    if size:
+        gamma = starting_iterations(p)
+    else:
+        gamma = np.full(p.samples.shape, p.iterations, dtype=np.int64)
     k0 = coefficients(p, c, gamma, batch)
     if len(c.device) == 0:
         if p.min_sessions > 0:
             raise Infeasible("MA-FL: no device can run any session within the horizon")
         return Plan(c, np.zeros(0), gamma, batch, [], 0.0, [], objective(p, c, np.zeros(0), k0))
-    relaxed, history = relax_schedule(p, c, k0)
-    chosen = round_greedy(p, c, relaxed, k0)
+    if fixed is None:
+        relaxed, history = relax_schedule(p, c, k0)
+        chosen = round_greedy(p, c, relaxed, k0)
+    else:
+        chosen, history = np.ones(len(c.device)), []
     rounded = objective(p, c, chosen, k0)
-    gamma, batch, sizing = size_sessions(p, c, chosen, gamma, batch)
+    sizing: list[float] = []
+    if size:
+        gamma, batch, sizing = size_sessions(p, c, chosen, gamma, batch)
     final = objective(p, c, chosen, coefficients(p, c, gamma, batch))
     return Plan(c, chosen, gamma, batch, history, rounded, sizing, final)

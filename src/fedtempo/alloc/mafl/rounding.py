@@ -1,0 +1,111 @@
+"""Rounding the relaxed MA-FL schedule to sessions, then improving it on the exact J by local
+search (see ``fedtempo.alloc.mafl``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedtempo.alloc.mafl.problem import Candidates, Coefficients, MaflProblem, objective
+from fedtempo.alloc.pruning import Infeasible
+
+SWAP_PASSES = 4
+
+
+class _Selection:
+    """Chosen candidates with what they hold: device rounds, channels, energy."""
+
+    def __init__(self, p: MaflProblem, c: Candidates, k: Coefficients) -> None:
+        self.p, self.c, self.k = p, c, k
+        self.busy = np.zeros((p.samples.shape[0], p.available.shape[1]), dtype=bool)
+        self.used = p.channel_used.astype(np.int64).copy()
+        self.chosen = np.zeros(len(c.device))
+        self.spent = 0.0
+
+    def _span(self, i: int) -> tuple[int, slice, int]:
+        c = self.c
+        return int(c.device[i]), slice(int(c.start[i]), int(c.upload[i]) + 1), int(c.upload[i])
+
+    def fits(self, i: int) -> bool:
+        n, rounds, u = self._span(i)
+        budget = self.p.energy_budget
+        over = budget is not None and self.spent + self.k.energy[i] > budget
+        return not (self.busy[n, rounds].any() or self.used[u] >= self.p.channels or over)
+
+    def take(self, i: int) -> None:
+        n, rounds, u = self._span(i)
+        self.busy[n, rounds] = True
+        self.used[u] += 1
+        self.chosen[i] = 1.0
+        self.spent += float(self.k.energy[i])
+
+    def drop(self, i: int) -> None:
+        n, rounds, u = self._span(i)
+        self.busy[n, rounds] = False
+        self.used[u] -= 1
+        self.chosen[i] = 0.0
+        self.spent -= float(self.k.energy[i])
+
+    def value(self, add: int | None = None) -> float:
+        """J of the selection (with candidate ``add`` too)."""
+        if add is None:
+            return objective(self.p, self.c, self.chosen, self.k)
+        self.chosen[add] = 1.0
+        out = objective(self.p, self.c, self.chosen, self.k)
+        self.chosen[add] = 0.0
+        return out
+
+    def best_addition(self, order: np.ndarray) -> tuple[float, int]:
+        """The fitting candidate whose addition gives the lowest J (inf, -1: none fits)."""
+        best = (np.inf, -1)
+        for i in order:
+            if self.chosen[i] == 0 and self.fits(int(i)):
+                best = min(best, (self.value(int(i)), int(i)))
+        return best
+
+
+def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coefficients) -> np.ndarray:
+    """Round a relaxed selection, each step lowering the exact J:
+    1. take candidates by decreasing relaxed value, keeping one if it fits (device free,
+       channel free, budget) and lowers J;
+    2. add, best first, any fitting candidate that still lowers J (the concave penalty drives
+       small fractions to 0, and those can still pay for themselves);
+    3. swap: replace a chosen session by the best one that fits in its place, if J falls (the
+       penalised relaxation stops at a vertex near its start, e.g. every session on the one
+       cheap device where spreading them is better); up to ``SWAP_PASSES`` passes;
+    4. top up models short of ``min_sessions`` with their best fitting candidates (Infeasible
+       if that fails)."""
+    sel = _Selection(p, c, k)
+    current = sel.value()
+    order = np.argsort(-relaxed, kind="stable")
+    for i in (int(i) for i in order):
+        if relaxed[i] > 1e-6 and sel.fits(i) and (value := sel.value(i)) < current:
+            sel.take(i)
+            current = value
+    while (found := sel.best_addition(order))[0] < current:
+        sel.take(found[1])
+        current = found[0]
+    for _ in range(SWAP_PASSES):
+        improved = False
+        for i in [int(i) for i in np.flatnonzero(sel.chosen)]:
+            sel.drop(i)
+            value, j = sel.best_addition(order)
+            if value < current - 1e-12 * max(1.0, abs(current)):
+                sel.take(j)
+                current, improved = value, True
+            else:
+                sel.take(i)
+        if not improved:
+            break
+    chosen = sel.chosen
+    for m in range(len(p.terms)):
+        for i in (int(i) for i in order if c.model[i] == m):
+            if chosen[c.model == m].sum() >= p.min_sessions:
+                break
+            if chosen[i] == 0 and sel.fits(i):
+                sel.take(i)
+        if chosen[c.model == m].sum() < p.min_sessions:
+            raise Infeasible(
+                f"MA-FL rounding: model {m} gets {int(chosen[c.model == m].sum())} session(s), "
+                f"needs {p.min_sessions} (channels, devices or energy budget exhausted)"
+            )
+    return chosen
