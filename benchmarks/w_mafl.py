@@ -50,7 +50,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from fedtempo.experiment.results import run_experiment
 
     torch.set_num_threads(1)
-    config = load(Path(job["config"]), job["overrides"])
+    config = load(Path(job["config"]), [*job["overrides"], "executor=inline"])
     summary, result = run_experiment(config, None)
     plans = summary.get("plans", [])
     evaluations = result.recorder.evaluations

@@ -50,7 +50,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from fedtempo.sim.recorder import Recorder
 
     torch.set_num_threads(1)
-    overrides = [f"seed={job['seed']}", "threads=1", *job["extra"]]
+    overrides = [f"seed={job['seed']}", "threads=1", "executor=inline", *job["extra"]]
     config = load(ROOT / "configs/w_prune" / f"{job['variant']}.toml", overrides)
     built = build(config, Recorder())
     t0 = time.perf_counter()

@@ -59,9 +59,9 @@ def fedtempo_run(config: str, overrides: list[str]) -> tuple[float, float, float
 
 VARIANTS = {
     # name: (config, overrides)
-    "sync_inline_1t": ("w_sim.toml", ["threads=1"]),
+    "sync_inline_1t": ("w_sim.toml", ["threads=1", "executor=inline"]),
     "sync_process_2w": ("w_sim.toml", ["executor=process", "workers=2"]),
-    "async_inline_1t": ("w_sim_fedbuff.toml", ["threads=1"]),
+    "async_inline_1t": ("w_sim_fedbuff.toml", ["threads=1", "executor=inline"]),
     "async_process_2w": ("w_sim_fedbuff.toml", ["executor=process", "workers=2"]),
 }
 

@@ -124,6 +124,7 @@ def fresh_run(job: dict[str, Any]) -> dict[str, Any]:
         f"devices.failure_probability={job['p']}",
         f"stop.virtual_time={job['budget']}",
         "threads=1",
+        "executor=inline",  # the benchmark spreads its runs over the cores itself
     ]
     knob, value = job.get("knob"), job.get("value")
     if knob == "train.lr":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -81,9 +81,9 @@ class ExperimentConfig(Section):
     name: str = "default"
     seed: int = Field(0, ge=0)
     threads: int = Field(1, ge=1)
-    executor: Literal["inline", "process", "ray"] = "inline"
+    executor: Literal["auto", "inline", "process", "ray"] = "auto"
     batch_clients: Literal["auto", "on", "off"] = "auto"
-    workers: int = Field(2, ge=1)
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     ray_address: str | None = None
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()

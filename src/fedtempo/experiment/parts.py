@@ -4,6 +4,7 @@ executor, and ``Built``, what a build returns."""
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from fedtempo.data import partition as part
 from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
 from fedtempo.experiment.config import ExperimentConfig
+from fedtempo.experiment.servers import AsyncConfig, MaflServer, RoundsConfig
 from fedtempo.models.profile import build_model
 from fedtempo.rng import Streams
 from fedtempo.sim.asyncserver import AsyncServer
@@ -118,23 +120,69 @@ def test_evaluator(
 
 
 BATCH_BELOW_FLOPS = 1e5  # train FLOPs/sample under which batching clients paid (W-sim notes)
+HOST_FLOPS = 1e10  # FLOP/s of one core training a small model (W-sim: ~1.5e10); a planning figure
+POOL_PAYS_S = 30.0  # estimated inline training seconds from which a pool pays for its start-up
+
+
+def planned_trainings(config: ExperimentConfig) -> int | None:
+    """How many client trainings the run will do, as far as the config says (None: it runs
+    until ``stop.virtual_time``, unknown in advance)."""
+    s = config.server
+    if isinstance(s, MaflServer):
+        return config.mafl.rounds * config.mafl.channels
+    if isinstance(s, RoundsConfig):
+        return s.rounds * s.clients_per_round
+    return s.max_updates if isinstance(s, AsyncConfig) else None
+
+
+def _samples_per_training(config: ExperimentConfig, trainers: dict[int, ClientTrainer]) -> float:
+    if isinstance(config.server, MaflServer):
+        return float(config.mafl.iterations * config.mafl.batch)
+    trainer = next(iter(trainers.values()))
+    some = range(min(trainer.num_clients, 1000))  # a lazy source: a sample of its clients
+    steps = [trainer.num_steps(c) for c in some]
+    return float(np.mean(steps)) * trainer.spec.batch_size if steps else 0.0
+
+
+def resolve_executor(
+    config: ExperimentConfig, trainers: dict[int, ClientTrainer], train_flops: int
+) -> tuple[str, int]:
+    """(executor, workers) with "auto" resolved. ``workers = "auto"``: the cores this process
+    may use. ``executor = "auto"``: a process pool when it gives the same bits as inline (one
+    torch thread, no vmap batching), there are cores to share, and the trainings the config
+    plans would take long enough inline (``POOL_PAYS_S`` at ``HOST_FLOPS``) to pay for the
+    pool's start-up; else inline."""
+    cores = len(os.sched_getaffinity(0))
+    workers = cores if config.workers == "auto" else config.workers
+    if config.executor != "auto":
+        return config.executor, workers
+    batched = config.batch_clients == "on" or (
+        config.batch_clients == "auto" and train_flops < BATCH_BELOW_FLOPS
+    )
+    trainings = planned_trainings(config)
+    if batched or workers < 2 or config.threads != 1 or trainings is None:
+        return "inline", workers
+    seconds = trainings * _samples_per_training(config, trainers) * train_flops / HOST_FLOPS
+    return ("process" if seconds >= POOL_PAYS_S else "inline"), workers
 
 
 def make_executor(
     config: ExperimentConfig, trainers: dict[int, ClientTrainer], train_flops: int
 ) -> Executor:
     """inline (lazy, in this thread; clients batched with vmap when ``batch_clients`` is on, or
-    auto and the model is tiny), process (a local pool) or ray (local or remote cluster)."""
-    if config.executor == "inline":
+    auto and the model is tiny), process (a local pool), ray (local or remote cluster), or auto
+    (``resolve_executor``)."""
+    kind, workers = resolve_executor(config, trainers, train_flops)
+    if kind == "inline":
         auto = config.batch_clients == "auto" and train_flops < BATCH_BELOW_FLOPS
         if config.batch_clients == "on" or auto:
             return BatchingExecutor(trainers)
-    if config.executor == "process":
-        return ProcessExecutor(trainers, config.workers)
-    if config.executor == "ray":
+    if kind == "process":
+        return ProcessExecutor(trainers, workers)
+    if kind == "ray":
         from fedtempo.sim.distributed import RayExecutor
 
-        return RayExecutor(trainers, config.workers, config.ray_address)
+        return RayExecutor(trainers, workers, config.ray_address)
     return InlineExecutor(trainers)
 
 
