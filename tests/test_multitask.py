@@ -616,3 +616,19 @@ def test_the_optimisers_halves_alone():
     validate(schedule, ctx.has_data, ctx.channels, ctx.available, ctx.busy_until, ctx.channel_used)
     assert schedule.sessions()
     assert {(x.iterations, x.batch) for x in schedule.sessions()} == {(ctx.iterations, ctx.batch)}
+
+
+def test_added_values_are_the_objective_of_each_addition():
+    from fedtempo.alloc.mafl.rounding import added_values
+
+    for seed in range(3):
+        ctx = context(seed)
+        p = with_dissimilarity(problem(ctx, beta=0.05, seed=seed), 0.5)
+        c = candidates(p)
+        k = coefficients(p, c, np.full(p.samples.shape, 10), np.full(p.samples.shape, 16))
+        s = (np.random.default_rng(seed).random(len(c.device)) < 0.2).astype(float)
+        fast = added_values(p, c, s, k)
+        for i in range(len(c.device)):
+            t = s.copy()
+            t[i] += 1.0
+            assert fast[i] == pytest.approx(objective(p, c, t, k), rel=1e-12)

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedtempo.alloc.mafl.problem import Candidates, Coefficients, MaflProblem, objective
+from fedtempo.alloc.mafl.problem import (
+    Candidates,
+    Coefficients,
+    MaflProblem,
+    _occupancy,
+    objective,
+)
 from fedtempo.alloc.pruning import Infeasible
 
 SWAP_PASSES = 4
@@ -20,6 +26,7 @@ class _Selection:
         self.used = p.channel_used.astype(np.int64).copy()
         self.chosen = np.zeros(len(c.device))
         self.spent = 0.0
+        self._rounds = _occupancy(p, c)  # (device, round) x candidate
 
     def _span(self, i: int) -> tuple[int, slice, int]:
         c = self.c
@@ -54,13 +61,48 @@ class _Selection:
         self.chosen[add] = 0.0
         return out
 
-    def best_addition(self, order: np.ndarray) -> tuple[float, int]:
-        """The fitting candidate whose addition gives the lowest J (inf, -1: none fits)."""
-        best = (np.inf, -1)
-        for i in order:
-            if self.chosen[i] == 0 and self.fits(int(i)):
-                best = min(best, (self.value(int(i)), int(i)))
-        return best
+    def best_addition(self) -> tuple[float, int]:
+        """The fitting candidate whose addition gives the lowest J (inf, -1: none fits); ties go
+        to the lowest index."""
+        values = added_values(self.p, self.c, self.chosen, self.k)
+        fitting = np.flatnonzero((self.chosen == 0) & self.all_fit())
+        if len(fitting) == 0:
+            return np.inf, -1
+        i = int(fitting[int(np.argmin(values[fitting]))])
+        return float(values[i]), i
+
+    def all_fit(self) -> np.ndarray:
+        """``fits`` for every candidate at once."""
+        clash = self._rounds.T @ self.busy.ravel().astype(float) > 0
+        full = self.used[self.c.upload] >= self.p.channels
+        out = ~clash & ~full
+        if self.p.energy_budget is not None:
+            out &= self.spent + self.k.energy <= self.p.energy_budget
+        return np.asarray(out)
+
+
+def added_values(p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients) -> np.ndarray:
+    """J(s + e_i) for every candidate i, at once: adding i changes one (model, round) slot's
+    step, one model's Psi, one pair's participation and the energy (``objective`` for each i,
+    to float rounding; a test checks it)."""
+    n_mod, horizon = len(p.terms), p.available.shape[1]
+    size = n_mod * horizon
+    share = np.bincount(k.slot, weights=k.share * s, minlength=size)
+    moved = np.bincount(k.slot, weights=k.share * k.steps * s, minlength=size)
+    spread = np.repeat(k.spread, horizon)
+    step = moved / (share + spread)
+    progress = step.reshape(n_mod, horizon).sum(axis=1)
+    psi = k.weight * k.gap / (1 + k.rate * progress)
+    planned = np.bincount(k.pair, weights=s, minlength=len(k.visits))
+    left_out = k.cover / (k.visits + planned)
+    base = psi.sum() + left_out.sum() + p.beta_e * float(k.energy @ s)
+    slot, m, pair = k.slot, c.model, k.pair
+    new_step = (moved[slot] + k.share * k.steps) / (share[slot] + k.share + spread[slot])
+    new_psi = k.weight[m] * k.gap[m] / (1 + k.rate[m] * (progress[m] + new_step - step[slot]))
+    new_left_out = k.cover[pair] / (k.visits[pair] + planned[pair] + 1)
+    return np.asarray(
+        base + (new_psi - psi[m]) + (new_left_out - left_out[pair]) + p.beta_e * k.energy
+    )
 
 
 def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coefficients) -> np.ndarray:
@@ -81,14 +123,14 @@ def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coeffici
         if relaxed[i] > 1e-6 and sel.fits(i) and (value := sel.value(i)) < current:
             sel.take(i)
             current = value
-    while (found := sel.best_addition(order))[0] < current:
+    while (found := sel.best_addition())[0] < current:
         sel.take(found[1])
         current = found[0]
     for _ in range(SWAP_PASSES):
         improved = False
         for i in [int(i) for i in np.flatnonzero(sel.chosen)]:
             sel.drop(i)
-            value, j = sel.best_addition(order)
+            value, j = sel.best_addition()
             if value < current - 1e-12 * max(1.0, abs(current)):
                 sel.take(j)
                 current, improved = value, True
