@@ -44,6 +44,14 @@ OPTIMISERS = ("sca", "sca-schedule", "sca-sizing")
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One run; a run that raises comes back with its error (reported, not lost with the rest)."""
+    try:
+        return _run(job)
+    except Exception as exc:  # reported by the parent with its job
+        return {**job, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def _run(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from fedtempo.experiment.config import load
@@ -134,10 +142,15 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append({"scheduler": sched, "knob": f"beta{beta:g}", "overrides": over})
     jobs = [j | {"config": str(config)} for j in jobs]
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+    # a fresh process per run: a study of many runs must not carry one run's memory into the next
+    pool = cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1)
+    with pool:
         rows = list(pool.map(run_one, jobs))
-    report(rows, workload, args.quick, len(args.seeds))
-    return 0
+    failed = [r for r in rows if "error" in r]
+    for r in failed:
+        print(f"FAILED {r['scheduler']} {r['knob']} ({' '.join(r['overrides'])}): {r['error']}")
+    report([r for r in rows if "error" not in r], workload, args.quick, len(args.seeds))
+    return 1 if failed else 0
 
 
 def _points(rows: list[dict[str, Any]], figures: dict[str, float]) -> dict[str, list[Any]]:

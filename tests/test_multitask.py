@@ -632,3 +632,18 @@ def test_added_values_are_the_objective_of_each_addition():
             t = s.copy()
             t[i] += 1.0
             assert fast[i] == pytest.approx(objective(p, c, t, k), rel=1e-12)
+
+
+def test_a_model_past_its_drift_peak_is_planned_without_error():
+    """The schedule half keeps the nominal gamma; where the fitted drift peaks before it, the mean
+    session moves the model backwards: the S-step counts it as no progress, and the plan stands."""
+    ctx = context(1)
+    p = problem(ctx, beta=0.01, seed=1)
+    terms = tuple(dataclasses.replace(t, local_steps=1.0, drift_decay=0.5) for t in p.terms)
+    p = dataclasses.replace(p, terms=terms)
+    assert np.all(
+        effective_steps(np.array([10.0]), np.array([16.0]), np.array([500.0]), 1.0, 30.0, 0.5) < 0
+    )
+    r = plan(p, size=False)
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(r.relaxed))
+    assert np.isfinite(r.objective)

@@ -229,7 +229,9 @@ def coefficients(
         rate=_terms_array(p.terms, "rate"),
         spread=np.maximum(_terms_array(p.terms, "spread"), 1e-9),
         weight=_terms_array(p.terms, "weight"),
-        mean_steps=np.divide(mean, total, out=np.zeros(n_mod), where=total > 0),
+        # a model whose mean session is past its drift peak moves by nothing per session in the
+        # S-step (the concave relaxation needs mean h >= 0); its exact h stays as it is
+        mean_steps=np.maximum(np.divide(mean, total, out=np.zeros(n_mod), where=total > 0), 0.0),
         pair=n * n_mod + m,
         cover=p.coverage().ravel(),
         visits=p.visits().ravel(),
