@@ -7,52 +7,48 @@ Every variant runs as its own process, timed start to exit like the BENCHMARKS.m
 points, interleaved with the plain PyTorch loop (benchmarks/plain_wsim.py); medians of
 ``--repeats``. Peak memory is each process's own (wait4), the largest over the variants.
 
-    python benchmarks/w_sim.py [--quick] [--repeats 3]
+    python benchmarks/w_sim.py [--quick] [--repeats 3] [--peer flower]
+
+``--peer flower`` also runs the same workload in Flower's simulation engine (a Flower app in
+benchmarks/peers/, installed into its own environment by benchmarks/peers/setup_flower.sh on
+first use; skipped, with the reason, where it cannot be installed) in the same interleaved
+loop, and measures every run's memory over all its processes together (sampled every 0.2 s):
+fedtempo's speed-up over Flower end to end and Flower's memory over fedtempo's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import report
+from peer_flower import flower_run, timed_tree
 
 BENCH = Path(__file__).resolve().parent
 CONFIGS = BENCH.parent / "configs"
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd``; (wall seconds, peak RSS in MB of the process, stdout)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        raise RuntimeError(f"{cmd} failed with status {status}")
-    return wall, usage.ru_maxrss / 1024.0, out
+TREES: dict[str, float] = {}  # per variant: peak MB of all its processes together
 
 
 def plain_loop(rounds: int, per_round: int, threads: int) -> tuple[float, float, float]:
-    wall, rss, out = timed(
-        [sys.executable, str(BENCH / "plain_wsim.py"), str(rounds), str(per_round), str(threads)]
-    )
+    cmd = [sys.executable, str(BENCH / "plain_wsim.py"), str(rounds), str(per_round), str(threads)]
+    wall, rss, tree, out = timed_tree(cmd)
+    TREES["plain_1t"] = max(TREES.get("plain_1t", 0.0), tree)
     return wall, rss, float(json.loads(out)["accuracy"])
 
 
-def fedtempo_run(config: str, overrides: list[str]) -> tuple[float, float, float]:
+def fedtempo_run(name: str, config: str, overrides: list[str]) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "fedtempo.cli", "run", str(CONFIGS / config), "--out", out]
         for o in overrides:
             cmd += ["--set", o]
-        wall, rss, _ = timed(cmd)
+        wall, rss, tree, _ = timed_tree(cmd)
+        TREES[name] = max(TREES.get(name, 0.0), tree)
         summary = json.loads((Path(out) / "summary.json").read_text())
     return wall, rss, float(summary["final_accuracy"])
 
@@ -70,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 clients, 1 repeat")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--peer", choices=["flower"], default=None)
     args = ap.parse_args(argv)
     rounds, per_round, repeats = (2, 2, 1) if args.quick else (50, 10, args.repeats)
     sizes = {  # each variant's own [server] keys
@@ -81,16 +78,22 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[str, list[float]] = {"plain_1t": []}
     accs: dict[str, list[float]] = {"plain_1t": []}
     peaks: dict[str, float] = {}
+    peer = _peer_setup(args.peer, Path(tempfile.mkdtemp()))
     for _ in range(repeats):  # interleaved, so that machine noise hits every variant alike
         w, rss, a = plain_loop(rounds, per_round, 1)
         walls["plain_1t"].append(w)
         accs["plain_1t"].append(a)
         peaks["plain_1t"] = max(peaks.get("plain_1t", 0.0), rss)
         for name, (cfg, extra) in VARIANTS.items():
-            w, rss, a = fedtempo_run(cfg, [*sizes[cfg], *extra])
+            w, rss, a = fedtempo_run(name, cfg, [*sizes[cfg], *extra])
             walls.setdefault(name, []).append(w)
             accs.setdefault(name, []).append(a)
             peaks[name] = max(peaks.get(name, 0.0), rss)
+        if peer is not None:
+            w, tree, a = flower_run(*peer, rounds, per_round)
+            walls.setdefault("flower", []).append(w)
+            accs.setdefault("flower", []).append(a)
+            TREES["flower"] = max(TREES.get("flower", 0.0), tree)
     med = {k: statistics.median(v) for k, v in walls.items()}
     plain = med["plain_1t"]
     updates = rounds * per_round
@@ -106,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in peaks.items():
         figures[f"{k}_peak_memory_mb"] = v
     figures["peak_memory_mb"] = max(v for k, v in peaks.items() if k != "plain_1t")
+    for k, mb in TREES.items():
+        figures[f"{k}_all_processes_peak_memory_mb"] = mb
+    if peer is not None:
+        figures["flower_vs_plain_1t"] = med["flower"] / plain
+        for variant in ("sync_process_2w", "async_process_2w"):
+            figures[f"{variant}_speedup_vs_flower"] = med["flower"] / med[variant]
+            figures[f"flower_memory_over_{variant}"] = TREES["flower"] / TREES[variant]
     targets = {
         "framework_overhead": {
             "value": figures["framework_overhead"],
@@ -128,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             "met": figures["peak_memory_mb"] < 1024,
         },
     }
+    if peer is not None:
+        speed = figures["sync_process_2w_speedup_vs_flower"]
+        memory = figures["flower_memory_over_sync_process_2w"]
+        targets["speedup_vs_flower"] = {"value": speed, "met": speed >= 2.4}
+        targets["flower_memory_over_fedtempo"] = {"value": memory, "met": memory >= 2.0}
     report(
         f"W-sim ({'quick' if args.quick else 'full'}), medians of {repeats}",
         "W-sim",
@@ -135,9 +150,24 @@ def main(argv: list[str] | None = None) -> int:
         targets,
         args.quick,
     )
-    for k, v in walls.items():
-        print(k, [round(x, 2) for x in v])
+    for k, times in walls.items():
+        print(k, [round(x, 2) for x in times])
     return 0
+
+
+def _peer_setup(peer: str | None, tmp: Path) -> tuple[Path, Path] | None:
+    """(Flower's python, the partition file), or None (no peer, or Flower not installable)."""
+    if peer is None:
+        return None
+    from peer_flower import flower_python, write_partition  # fedtempo's data: only for a peer
+
+    python, why = flower_python()
+    if python is None:
+        print(f"--peer flower skipped: {why}")
+        return None
+    partition = tmp / "partition.npz"
+    write_partition(partition)
+    return python, partition
 
 
 if __name__ == "__main__":
