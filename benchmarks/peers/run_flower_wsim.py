@@ -36,6 +36,9 @@ if __name__ == "__main__":
         server_app=server_app,
         client_app=client_app,
         num_supernodes=CLIENTS,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"include_dashboard": False},
+        },
     )
     print(Path(out).read_text())
