@@ -124,6 +124,12 @@ HOST_FLOPS = 1e10  # FLOP/s of one core training a small model (W-sim: ~1.5e10);
 POOL_PAYS_S = 30.0  # estimated inline training seconds from which a pool pays for its start-up
 
 
+def _batches_clients(config: ExperimentConfig, train_flops: int) -> bool:
+    """Whether inline training batches the pending clients with vmap (on, or auto and tiny)."""
+    auto = config.batch_clients == "auto" and train_flops < BATCH_BELOW_FLOPS
+    return config.batch_clients == "on" or auto
+
+
 def planned_trainings(config: ExperimentConfig) -> int | None:
     """How many client trainings the run will do, as far as the config says (None: it runs
     until ``stop.virtual_time``, unknown in advance)."""
@@ -156,11 +162,9 @@ def resolve_executor(
     workers = cores if config.workers == "auto" else config.workers
     if config.executor != "auto":
         return config.executor, workers
-    batched = config.batch_clients == "on" or (
-        config.batch_clients == "auto" and train_flops < BATCH_BELOW_FLOPS
-    )
     trainings = planned_trainings(config)
-    if batched or workers < 2 or config.threads != 1 or trainings is None:
+    other_bits = _batches_clients(config, train_flops) or config.threads != 1
+    if other_bits or workers < 2 or trainings is None:
         return "inline", workers
     seconds = trainings * _samples_per_training(config, trainers) * train_flops / HOST_FLOPS
     return ("process" if seconds >= POOL_PAYS_S else "inline"), workers
@@ -173,10 +177,8 @@ def make_executor(
     auto and the model is tiny), process (a local pool), ray (local or remote cluster), or auto
     (``resolve_executor``)."""
     kind, workers = resolve_executor(config, trainers, train_flops)
-    if kind == "inline":
-        auto = config.batch_clients == "auto" and train_flops < BATCH_BELOW_FLOPS
-        if config.batch_clients == "on" or auto:
-            return BatchingExecutor(trainers)
+    if kind == "inline" and _batches_clients(config, train_flops):
+        return BatchingExecutor(trainers)
     if kind == "process":
         return ProcessExecutor(trainers, workers)
     if kind == "ray":
