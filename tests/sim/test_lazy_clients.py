@@ -8,6 +8,7 @@ import simpy
 import torch
 
 from fedtempo.aggregation import AsyncAggregator, BufferStep, Constant
+from fedtempo.algorithms.jobs import TrainingJob
 from fedtempo.client.local import LocalSpec
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data.synthetic import SyntheticClients
@@ -60,3 +61,34 @@ def test_lazy_clients_run_alike_inline_and_on_the_pool() -> None:
     assert inline.equal(pooled) and events == events_pooled
     assert sum(1 for e in events if e[1] == "aggregate") == 60 // 5
     assert not np.isclose(float(inline.abs().sum()), 0.0)
+
+
+def test_the_pool_runs_the_largest_waiting_training_first() -> None:
+    """Trainings wait until a result is asked for, then go to the pool largest first: with one
+    worker, the smallest training's result comes only after the largest one has run."""
+    streams = Streams(5)
+    source = SyntheticClients(0.5, 0.5, 60, streams.numpy("data", 0), size_mean=4.0)
+    model = build_model("logreg", source.input_shape, 10, streams.torch("init", 0))
+    trainer = ClientTrainer.over(0, model, source, LocalSpec(batch_size=8, lr=0.05), streams)
+    by_size = sorted(range(len(source)), key=source.num_samples)
+    small, large = by_size[0], by_size[-1]
+    assert source.num_samples(large) > 4 * source.num_samples(small)
+    start = flatten(model)
+    executor = ProcessExecutor({0: trainer}, workers=1)
+    try:
+        first = executor.submit(TrainingJob(0, small, 0, start))
+        dropped = executor.submit(TrainingJob(0, by_size[1], 0, start))
+        last = executor.submit(TrainingJob(0, large, 0, start))
+        dropped.cancel()  # never sent to the pool
+        update = first.result()
+        assert last.future is not None and last.future.done()  # type: ignore[attr-defined]
+        assert dropped.future is None  # type: ignore[attr-defined]
+        assert update.client == small and last.result().client == large
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the worker: then the two are bit-identical
+        try:
+            assert update.delta.equal(trainer.train(small, 0, start).delta)
+        finally:
+            torch.set_num_threads(threads)
+    finally:
+        executor.close()

@@ -5,6 +5,12 @@ memory first, so it crosses as shared-memory handles (torch.multiprocessing), no
 training only the job crosses; its start vector is moved to shared memory once per model version
 and crosses as a handle too. A worker runs the same ``ClientTrainer.train`` with one torch thread,
 so results are bit-identical to ``InlineExecutor`` (with ``threads = 1``).
+
+Submissions wait in the executor until a result is first asked for, then go to the pool largest
+first (samples a training passes through): a synchronous round's trainings are all submitted at
+one virtual instant, and longest-first keeps one worker from finishing the round's largest client
+alone. The wait costs no real time: between a submission and the next result the driver only
+moves the virtual clock.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as tmp
 
-from fedtempo.algorithms.jobs import TrainingJob, run_job
+from fedtempo.algorithms.jobs import TrainingJob, job_spec, run_job
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.sim.executor import Handle
@@ -41,15 +47,24 @@ def _train(job: TrainingJob) -> Update:
     return run_job(_TRAINERS[job.task], job)
 
 
-class _FutureHandle:
-    def __init__(self, future: cf.Future[Update]) -> None:
-        self._future = future
+class _PoolHandle:
+    def __init__(self, owner: ProcessExecutor, job: TrainingJob, cost: int) -> None:
+        self._owner = owner
+        self.job = job
+        self.cost = cost
+        self.future: cf.Future[Update] | None = None
 
     def result(self) -> Update:
-        return self._future.result()
+        if self.future is None:
+            self._owner.flush()
+        assert self.future is not None, "a cancelled training has no result"
+        return self.future.result()
 
     def cancel(self) -> None:
-        self._future.cancel()  # a job not yet started never runs
+        if self.future is None:
+            self._owner.drop(self)
+        else:
+            self.future.cancel()  # a job not yet started never runs
 
 
 class ProcessExecutor:
@@ -67,11 +82,30 @@ class ProcessExecutor:
             initializer=_init_worker,
             initargs=(trainers,),
         )
+        self._trainers = trainers
+        self._pending: list[_PoolHandle] = []
 
     def submit(self, job: TrainingJob) -> Handle:
         if not job.start.is_shared():  # type: ignore[no-untyped-call]
             job.start.share_memory_()  # type: ignore[no-untyped-call]
-        return _FutureHandle(self._pool.submit(_train, job))
+        trainer = self._trainers[job.task]
+        cost = job_spec(trainer.spec, job).samples_processed(
+            trainer.num_samples(job.client), job.epochs
+        )
+        handle = _PoolHandle(self, job, cost)
+        self._pending.append(handle)
+        return handle
+
+    def drop(self, handle: _PoolHandle) -> None:
+        if handle in self._pending:  # not already cleared by close
+            self._pending.remove(handle)
+
+    def flush(self) -> None:
+        """Send every waiting training to the pool, largest first (ties: submission order)."""
+        waiting, self._pending = self._pending, []
+        for h in sorted(waiting, key=lambda h: -h.cost):  # sorted() is stable
+            h.future = self._pool.submit(_train, h.job)
 
     def close(self) -> None:
+        self._pending.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
