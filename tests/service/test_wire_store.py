@@ -107,3 +107,48 @@ def test_a_job_that_no_longer_builds_does_not_take_the_others_down(tmp_path: Pat
     r = again.client.get(f"/v1/jobs/{bad}", headers=again.admin())
     assert r.status_code == 409 and "cannot be loaded" in r.json()["error"]
     again.close()
+
+
+def test_an_upload_costs_the_same_on_a_young_and_an_old_job(tmp_path: Path) -> None:
+    # measured in W-chaos's load: the query for the buffered updates in arrival order walked
+    # every update the job ever stored (SQLite took the (job, seq) index for the ORDER BY), so
+    # an upload's latency grew with the job's age. Counted in SQLite VM steps, not seconds.
+    from fedtempo.experiment.deploy import blueprint
+    from fedtempo.service.asyncjob import AsyncJob
+    from fedtempo.service.core import Service
+    from tests.service.helpers import tiny_spec
+
+    service = Service(tmp_path / "state", blueprint)
+    server = {"algorithm": "fedbuff", "concurrency": 2, "max_updates": 10**9}
+    spec = tiny_spec(server | {"fedbuff": {"buffer_size": 10}})
+    job = service.job(service.create("old", spec))
+    assert isinstance(job, AsyncJob)
+    db = service.store.db
+
+    def steps() -> int:
+        count = [0]
+
+        def tick() -> int:
+            count[0] += 1
+            return 0
+
+        db.set_progress_handler(tick, 1)
+        try:
+            job.command([])
+        finally:
+            db.set_progress_handler(None, 1)
+        return count[0]
+
+    def add(first: int, n: int, status: str) -> None:
+        rows = [
+            (job.id, 0, f"k{i}", i, f"t{i}", 0, None, "0" * 64, 4, 1, 0.3, 1.0, 0.0, status, "{}")
+            for i in range(first, first + n)
+        ]
+        with service.store.tx():
+            db.executemany(f"INSERT INTO updates VALUES ({','.join('?' * 15)})", rows)
+
+    add(0, 3, "buffered")
+    young = steps()
+    add(3, 20_000, "applied")  # the history of a job that has run for hours
+    old = steps()
+    assert old < 2 * young + 50, (young, old)

@@ -122,7 +122,7 @@ class AsyncJob(Job):
         candidates = sorted(idle | {party})
         chosen = party
         if len(candidates) > 1:
-            n = int(self.row()["received"])
+            n = int(self.row("received")[0])
             rng = Streams(self.s.seed).numpy("service-dispatch", n)
             chosen = candidates[int(rng.integers(len(candidates)))]
         task = self._start(chosen, now)
@@ -314,7 +314,7 @@ class AsyncJob(Job):
         )
         if version is not None:
             freed |= self.publish_sha(int(version), str(result["sha"]), self._referenced())
-        received = int(self.row()["received"])
+        received = int(self.row("received")[0])
         if self.s.max_updates is not None and received >= self.s.max_updates:
             self._finish_job(f"{self.s.max_updates} updates received", now)
         answer = {

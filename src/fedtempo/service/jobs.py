@@ -26,10 +26,7 @@ import torch
 
 from fedtempo.aggregation.sync import SyncRule
 from fedtempo.algorithms.asynchronous import AsyncAlgorithm
-from fedtempo.algorithms.protocol import (
-    ModelState,
-    RoundAlgorithm,
-)
+from fedtempo.algorithms.protocol import ModelState, RoundAlgorithm
 from fedtempo.client.local import Update
 from fedtempo.service import wire
 from fedtempo.service.store import Store, failpoint
@@ -37,8 +34,6 @@ from fedtempo.service.store import Store, failpoint
 T = TypeVar("T")
 POLL_FRESH_S = 60.0  # a party that asked for work this recently counts as waiting (online)
 IDLE_FRESH_S = 35.0  # an idle party is dispatched to only if it asked this recently
-
-
 MAX_COUNT = 2**62  # the largest count or version a request may name (SQLite's are 64-bit)
 
 
@@ -148,12 +143,14 @@ class Job:
 
     # ---- durable state ----------------------------------------------------------------------
 
-    def row(self) -> Any:
-        return self.store.db.execute("SELECT * FROM jobs WHERE id=?", (self.id,)).fetchone()
+    def row(self, columns: str = "*") -> Any:
+        """The job's row, or some ``columns`` of it (the hot paths skip the spec's text)."""
+        query = f"SELECT {columns} FROM jobs WHERE id=?"
+        return self.store.db.execute(query, (self.id,)).fetchone()
 
     @property
     def status(self) -> str:
-        return str(self.row()["status"])
+        return str(self.row("status")[0])
 
     def load(self) -> None:
         """(Re)build the in-memory state from the store."""
@@ -187,7 +184,7 @@ class Job:
         )
 
     def current_version(self) -> int:
-        return int(self.row()["version"])
+        return int(self.row("version")[0])
 
     def publish_sha(self, version: int, sha: str, keep: set[int]) -> set[str]:
         """Inside a transaction: make the model stored as ``sha`` the current ``version`` and

@@ -97,6 +97,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job, version)
     );
     """,
+    # 3 -> 4: the buffered updates in arrival order from an index, not a walk of every update
+    # the job ever stored (the planner took the (job, seq) index for the ORDER BY: an upload's
+    # cost grew with the job's age)
+    """
+    CREATE INDEX updates_status_seq ON updates (job, status, seq);
+    DROP INDEX updates_status;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
