@@ -4,6 +4,7 @@ same results either way."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,3 +56,24 @@ def test_auto_that_picks_a_pool_gives_the_inline_bits(monkeypatch: pytest.Monkey
     _, pooled = run_experiment(load(None, SMALL), None)
     _, inline = run_experiment(load(None, [*SMALL, "executor=inline"]), None)
     assert torch.equal(pooled.final_params[0], inline.final_params[0])
+
+
+def test_a_pool_started_before_the_data_is_closed_when_the_data_fails(tmp_path: Path) -> None:
+    # executor = "process" starts its workers before the data loads; a bad data path must not
+    # leave them running
+    import multiprocessing
+    import time
+
+    from fedtempo.errors import FedTempoError
+
+    config = load(None, ["executor=process", "workers=2", "data.dataset=mnist"])
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"root": str(tmp_path)})}
+    )
+    with pytest.raises(FedTempoError, match=str(tmp_path)) as failed:
+        build(config, Recorder())
+    # (``failed`` keeps build's frames, and so its pool, alive: no garbage collector's help)
+    end = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children(), failed.traceback[-1]

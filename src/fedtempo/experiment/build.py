@@ -11,6 +11,7 @@ from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.drivers import Parts, setup
 from fedtempo.experiment.parts import (
     Built,
+    early_pool,
     initial_model,
     load_data,
     local_spec,
@@ -26,6 +27,7 @@ from fedtempo.models.profile import profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.engine import ServerFactory, Simulation
+from fedtempo.sim.parallel import WorkerPool
 from fedtempo.sim.recorder import Recorder
 from fedtempo.sim.task import GlobalModel, SimTask
 from fedtempo.sim.timeline import Runtime
@@ -40,6 +42,16 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
 
         return build_multitask(config, recorder)
     torch.set_num_threads(config.threads)
+    pool = early_pool(config)
+    try:
+        return _build(config, recorder, pool)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
+
+
+def _build(config: ExperimentConfig, recorder: Recorder, pool: WorkerPool | None) -> Built:
     streams = Streams(config.seed)
     bundle = load_data(config, streams)
     client_train, client_test = make_partition(config, bundle, streams)
@@ -53,7 +65,7 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
     population = build_population(config.devices, len(client_train), streams)
     make_driver = setup(Parts(config, task, bundle, client_test, population, streams))
     # after the setup has prepared the trainer: a process pool ships it to its workers once
-    executor = make_executor(config, {0: trainer}, profile.train_flops)
+    executor = make_executor(config, {0: trainer}, profile.train_flops, pool)
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     driver = make_driver(Runtime(env, population, executor, recorder, streams, uplink))

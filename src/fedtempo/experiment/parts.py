@@ -28,7 +28,7 @@ from fedtempo.rng import Streams
 from fedtempo.sim.asyncserver import AsyncServer
 from fedtempo.sim.engine import Simulation
 from fedtempo.sim.executor import BatchingExecutor, Executor, InlineExecutor
-from fedtempo.sim.parallel import ProcessExecutor
+from fedtempo.sim.parallel import ProcessExecutor, WorkerPool
 from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import SimTask
 from fedtempo.system.population import Population
@@ -170,17 +170,28 @@ def resolve_executor(
     return ("process" if seconds >= POOL_PAYS_S else "inline"), workers
 
 
+def early_pool(config: ExperimentConfig) -> WorkerPool | None:
+    """A config that asks for a process pool by name gets its workers started before its data
+    loads (their start-up overlaps the loading); "auto" decides once the data is there."""
+    if config.executor != "process":
+        return None
+    return WorkerPool(resolve_executor(config, {}, 0)[1])
+
+
 def make_executor(
-    config: ExperimentConfig, trainers: dict[int, ClientTrainer], train_flops: int
+    config: ExperimentConfig,
+    trainers: dict[int, ClientTrainer],
+    train_flops: int,
+    pool: WorkerPool | None = None,
 ) -> Executor:
     """inline (lazy, in this thread; clients batched with vmap when ``batch_clients`` is on, or
-    auto and the model is tiny), process (a local pool), ray (local or remote cluster), or auto
-    (``resolve_executor``)."""
+    auto and the model is tiny), process (a local pool: ``pool`` if one was started early), ray
+    (local or remote cluster), or auto (``resolve_executor``)."""
     kind, workers = resolve_executor(config, trainers, train_flops)
     if kind == "inline" and _batches_clients(config, train_flops):
         return BatchingExecutor(trainers)
     if kind == "process":
-        return ProcessExecutor(trainers, workers)
+        return ProcessExecutor(trainers, workers, pool)
     if kind == "ray":
         from fedtempo.sim.distributed import RayExecutor
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 
 from fedtempo.errors import ConfigError
 from fedtempo.models.zoo import MODELS, CharLSTM
@@ -82,9 +85,32 @@ def _grouped_conv_overcount(model: nn.Module, counter: FlopCounterMode) -> int:
     return excess
 
 
+@contextlib.contextmanager
+def _no_dynamo_import() -> Iterator[None]:
+    """torch wraps every dispatch mode's ``__torch_dispatch__`` so that torch.compile does not
+    trace into it, and that wrapper imports torch._dynamo on its first call: 0.9 s of a run's
+    start-up, for a count that compiles nothing. While no one has imported torch._dynamo, the
+    wrapper is handed the plain function it would have made (its own cache slot), and the slot
+    is cleared afterwards, so that a later compile still gets the real wrapper."""
+    raw = getattr(_FlopCounterMode.__torch_dispatch__, "__wrapped__", None)
+    if raw is None or "torch._dynamo" in sys.modules or hasattr(raw, "__dynamo_disable"):
+        yield
+        return
+    raw.__dynamo_disable = raw
+    try:
+        yield
+    finally:
+        del raw.__dynamo_disable
+
+
 def count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """(forward, forward + backward) FLOPs of ``model`` on ``example``; the backward is taken
     from ``sum(output)``, with the input's gradient counted only if ``example`` requires it."""
+    with _no_dynamo_import():
+        return _count_flops(model, example)
+
+
+def _count_flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     counter = FlopCounterMode(display=False)
     with counter:
         model(example)

@@ -86,14 +86,14 @@ class Simulation:
             until = until | after_instant(env, self.time_limit)
         try:
             env.run(until=until)
+            if (
+                self.eval_interval <= 0
+                or not self.recorder.evaluations
+                or (self.recorder.evaluations[-1].time < env.now)
+            ):
+                self.evaluate_all()
         finally:
             self.executor.close()
-        if (
-            self.eval_interval <= 0
-            or not self.recorder.evaluations
-            or (self.recorder.evaluations[-1].time < env.now)
-        ):
-            self.evaluate_all()
         return SimResult(
             self.recorder, {t.task: t.model.params.clone() for t in self.tasks}, float(env.now)
         )

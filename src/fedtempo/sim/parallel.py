@@ -1,7 +1,9 @@
 """A process-pool executor: client trainings run in worker processes while the clock moves on.
 
-Each worker gets the tasks' ClientTrainers once, at start-up: data held in memory is moved to shared
-memory first, so it crosses as shared-memory handles (torch.multiprocessing), not copies. Per
+The workers (``WorkerPool``) can be started before the data is loaded, so that their start-up
+(an interpreter, torch's import) overlaps the main process's; the executor then installs the
+tasks' ClientTrainers in every worker once: data held in memory is moved to shared memory first,
+so it crosses as shared-memory handles (torch.multiprocessing), not copies. Per
 training only the job crosses; its start vector is moved to shared memory once per model version
 and crosses as a handle too. A worker runs the same ``ClientTrainer.train`` with one torch thread,
 so results are bit-identical to ``InlineExecutor`` (with ``threads = 1``).
@@ -28,10 +30,24 @@ from fedtempo.client.trainer import ClientTrainer
 from fedtempo.sim.executor import Handle
 
 _TRAINERS: dict[int, ClientTrainer] = {}
+_BARRIER: Any = None
+INSTALL_TIMEOUT_S = 300.0  # a worker that died before its install breaks the barrier
 
 
-def _init_worker(trainers: dict[int, ClientTrainer]) -> None:
+def _init_worker(barrier: Any) -> None:
+    global _BARRIER
     torch.set_num_threads(1)
+    _BARRIER = barrier
+
+
+def _started() -> None:
+    """A job that only makes the pool start a worker."""
+
+
+def _install(trainers: dict[int, ClientTrainer]) -> None:
+    """Sent once per worker: the barrier holds each worker in its install until every worker
+    has one, so that no worker takes two and another none."""
+    _BARRIER.wait(INSTALL_TIMEOUT_S)
     _TRAINERS.clear()
     for task, trainer in trainers.items():
         # torch.multiprocessing sends module parameters as shared memory: every worker would
@@ -67,21 +83,48 @@ class _PoolHandle:
             self.future.cancel()  # a job not yet started never runs
 
 
-class ProcessExecutor:
-    """Runs trainings on ``workers`` processes (spawned, so safe with torch's thread pools)."""
+class WorkerPool:
+    """``workers`` processes (spawned, so safe with torch's thread pools), started at once."""
 
-    def __init__(self, trainers: dict[int, ClientTrainer], workers: int = 2) -> None:
+    def __init__(self, workers: int = 2) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        for t in trainers.values():
-            t.source.share_memory()
         context: Any = tmp.get_context("spawn")
-        self._pool = cf.ProcessPoolExecutor(
+        self.workers = workers
+        self.barrier = context.Barrier(workers)
+        self.pool = cf.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(trainers,),
+            initargs=(self.barrier,),
         )
+        for _ in range(workers):  # the pool starts a worker per job it cannot hand to an idle one
+            self.pool.submit(_started)
+
+    def install(self, trainers: dict[int, ClientTrainer]) -> None:
+        """Every worker trains with ``trainers`` from its next job on (queued, not awaited: the
+        trainings submitted after it run after it)."""
+        for _ in range(self.workers):
+            self.pool.submit(_install, trainers)
+
+    def close(self) -> None:
+        """Tell the workers to exit, without waiting for them: they go while this process
+        writes its results (the interpreter joins them at exit)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ProcessExecutor:
+    """Runs trainings on a ``WorkerPool`` (of ``workers`` processes, started here unless
+    ``pool`` is one started earlier; the executor closes it)."""
+
+    def __init__(
+        self, trainers: dict[int, ClientTrainer], workers: int = 2, pool: WorkerPool | None = None
+    ) -> None:
+        for t in trainers.values():
+            t.source.share_memory()
+        self._workers = pool if pool is not None else WorkerPool(workers)
+        self._pool = self._workers.pool
+        self._workers.install(trainers)
         self._trainers = trainers
         self._pending: list[_PoolHandle] = []
 
@@ -108,4 +151,4 @@ class ProcessExecutor:
 
     def close(self) -> None:
         self._pending.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._workers.close()
