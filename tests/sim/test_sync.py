@@ -146,3 +146,24 @@ def test_energy_is_recorded_per_phase() -> None:
     assert compute == [6.0, 6.0] and upload == [1.0, 1.0]
     assert [u.energy_j for u in rule.calls[0]] == [7.0, 7.0]
     assert all(u.bytes_sent == 4 * (6 * 3 + 3) for u in rule.calls[0])  # logreg 6 -> 3
+
+
+def test_on_finish_runs_once_after_the_clock_stops_and_before_the_final_evaluation() -> None:
+    task = tiny_task(num_clients=3)
+    rt = runtime(task, ScriptedDevices({}, default=Timing(1, 1, 1)))
+
+    def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
+        return fedavg_driver(rt, t, rule=RecordingFedAvg(), clients_per_round=3, rounds=2).run()
+
+    sim = Simulation([task], [server], rt.executor, rt.recorder, env=rt.env)
+    seen: list[tuple[float, int, int]] = []
+    sim.on_finish = lambda: seen.append(
+        (
+            rt.env.now,
+            len(rt.recorder.evaluations),
+            sum(e.kind == "aggregate" for e in rt.recorder.events),
+        )
+    )
+    sim.run()
+    assert seen == [(6.0, 0, 2)]  # both rounds done, nothing evaluated yet
+    assert len(rt.recorder.evaluations) == 1

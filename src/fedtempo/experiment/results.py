@@ -22,7 +22,7 @@ import fedtempo
 from fedtempo.experiment.build import Built, build
 from fedtempo.experiment.config import ExperimentConfig, to_dict
 from fedtempo.experiment.files import write_csv, write_logs, write_summary
-from fedtempo.experiment.plots import accuracy_plot
+from fedtempo.experiment.plots import accuracy_plot, warm_up
 from fedtempo.experiment.servers import AsyncConfig, MaflServer, RoundsConfig
 from fedtempo.sim.engine import SimResult
 from fedtempo.sim.recorder import Evaluation, Event, Recorder, UpdateRecord, columns
@@ -208,6 +208,8 @@ def run_experiment(
     recorder = Recorder(on_progress)
     built = build(config, recorder)
     holder["b"] = built
+    if out is not None:
+        built.simulation.on_finish = warm_up  # the plots' import, during the last evaluation
     result = built.simulation.run()
     if out is None:
         return summarize(config, built, result), result

@@ -32,7 +32,9 @@ class Simulation:
 
     ``eval_interval`` > 0 evaluates every task's global model each that many virtual seconds
     (after all other events of that instant); a final evaluation is always made at the end.
-    An evaluation of an unchanged model version reuses the previous metrics.
+    An evaluation of an unchanged model version reuses the previous metrics. ``on_finish``, if
+    set, is called when the clock has stopped, before that final evaluation (which leaves a
+    core to spare: a driver's own work can overlap it).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Simulation:
         self.eval_interval = eval_interval
         self.time_limit = time_limit
         self._last_eval: dict[int, tuple[int, float, float]] = {}
+        self.on_finish: Callable[[], object] | None = None
 
     def evaluate_all(self) -> None:
         for task in self.tasks:
@@ -86,6 +89,8 @@ class Simulation:
             until = until | after_instant(env, self.time_limit)
         try:
             env.run(until=until)
+            if self.on_finish is not None:
+                self.on_finish()
             if (
                 self.eval_interval <= 0
                 or not self.recorder.evaluations
