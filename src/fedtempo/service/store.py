@@ -99,10 +99,12 @@ MIGRATIONS: list[str] = [
     """,
     # 3 -> 4: the buffered updates in arrival order from an index, not a walk of every update
     # the job ever stored (the planner took the (job, seq) index for the ORDER BY: an upload's
-    # cost grew with the job's age)
+    # cost grew with the job's age); a party's newest base version from an index (the
+    # dashboard's parties view walked every update too)
     """
     CREATE INDEX updates_status_seq ON updates (job, status, seq);
     DROP INDEX updates_status;
+    CREATE INDEX updates_party_base ON updates (job, party, base_version);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
