@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -76,9 +77,29 @@ def timed_tree(
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
+    lingered = drain_session(proc.pid)
+    if lingered:
+        print(f"({lingered} processes of {cmd[0]}'s run outlived it; waited for them)", flush=True)
     if status != 0:
         raise RuntimeError(f"{cmd} failed with status {status}")
     return wall, usage.ru_maxrss / 1024.0, peak[0] / 2**20, out
+
+
+def drain_session(session: int, grace_s: float = 30.0) -> int:
+    """Wait until no process of ``session`` is left (killed after ``grace_s``), so that what a
+    run left behind (Ray's daemons shutting down) does not run into the next run's timing; the
+    number of processes that outlived the session's leader."""
+    end, seen = time.monotonic() + grace_s, set()
+    while True:
+        left = [pid for pid, (_, sid, _) in _processes().items() if sid == session]
+        if not left:
+            return len(seen)
+        seen |= set(left)
+        if time.monotonic() > end:
+            for pid in left:
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    os.kill(pid, 9)
+        time.sleep(0.1)
 
 
 def flower_python() -> tuple[Path | None, str]:
