@@ -167,3 +167,34 @@ def test_on_finish_runs_once_after_the_clock_stops_and_before_the_final_evaluati
     sim.run()
     assert seen == [(6.0, 0, 2)]  # both rounds done, nothing evaluated yet
     assert len(rt.recorder.evaluations) == 1
+
+
+def test_waiting_trainings_are_started_before_each_evaluation() -> None:
+    # a pool's workers train while the simulator's thread evaluates (not after it)
+    task = tiny_task(num_clients=3)
+    rt = runtime(task, ScriptedDevices({}, default=Timing(1, 1, 1)))
+    log: list[str] = []
+    inner, evaluate = rt.executor, task.evaluate
+
+    class Recording:
+        def submit(self, job):  # type: ignore[no-untyped-def]
+            return inner.submit(job)
+
+        def flush(self) -> None:
+            log.append("flush")
+
+        def close(self) -> None:
+            inner.close()
+
+    def evaluating(params):  # type: ignore[no-untyped-def]
+        log.append("evaluate")
+        return evaluate(params)
+
+    task.evaluate = evaluating
+
+    def server(env: simpy.Environment, t: SimTask):  # type: ignore[no-untyped-def]
+        return fedavg_driver(rt, t, rule=RecordingFedAvg(), clients_per_round=3, rounds=2).run()
+
+    Simulation([task], [server], Recording(), rt.recorder, eval_interval=2.0, env=rt.env).run()
+    assert log.count("evaluate") >= 3
+    assert log == ["flush", "evaluate"] * log.count("evaluate")

@@ -69,6 +69,9 @@ class RayExecutor:
         self._next += 1
         return _RayHandle(actor.train.remote(job))
 
+    def flush(self) -> None:
+        pass  # each training is sent to an actor as it is submitted
+
     def close(self) -> None:
         import ray
 

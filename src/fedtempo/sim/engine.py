@@ -67,6 +67,7 @@ class Simulation:
             if cached is not None and cached[0] == version:
                 acc, loss = cached[1], cached[2]
             else:
+                self.executor.flush()  # the workers train while this thread evaluates
                 acc, loss = task.evaluate(task.model.params)
                 self._last_eval[task.task] = (version, acc, loss)
             self.recorder.evaluation(

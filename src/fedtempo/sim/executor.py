@@ -34,6 +34,12 @@ class Executor(Protocol):
 
     def submit(self, job: TrainingJob) -> Handle: ...
 
+    def flush(self) -> None:
+        """Start now every submitted training that runs beside this thread (a pool's workers),
+        before this thread turns to other work: an evaluation, say. A no-op for an executor
+        that trains in this thread (lazily) or starts each training as it is submitted."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -60,6 +66,9 @@ class InlineExecutor:
 
     def submit(self, job: TrainingJob) -> Handle:
         return _LazyHandle(self.trainers[job.task], job)
+
+    def flush(self) -> None:
+        pass  # lazy: a training runs when its result is asked for
 
     def close(self) -> None:
         pass
@@ -115,6 +124,9 @@ class BatchingExecutor:
         ]
         for h, update in zip(group, self.trainers[wanted.job.task].train_many(jobs), strict=True):
             h.update = update
+
+    def flush(self) -> None:
+        pass  # lazy: a batch trains when one of its results is asked for
 
     def close(self) -> None:
         self._pending.clear()

@@ -12,7 +12,7 @@ Submissions wait in the executor until a result is first asked for, then go to t
 first (samples a training passes through): a synchronous round's trainings are all submitted at
 one virtual instant, and longest-first keeps one worker from finishing the round's largest client
 alone. The wait costs no real time: between a submission and the next result the driver only
-moves the virtual clock.
+moves the virtual clock, or evaluates, and the simulation flushes before it evaluates.
 """
 
 from __future__ import annotations
