@@ -320,8 +320,8 @@ def schemathesis_run(
                 break
             except SystemError as exc:
                 # CPython 3.11's ast module keeps one recursion counter for all threads
-                # (python/cpython#106905): Hypothesis parsing source while the app's thread
-                # does too can trip it. Not the server's fault: run the operation again.
+                # (python/cpython#106905; see conftest.py): source parsed while the app's
+                # thread runs can trip it. Not the server's fault: run the operation again.
                 if "recursion depth mismatch" not in str(exc) or attempt == 2:
                     raise
     return tally
