@@ -314,16 +314,7 @@ def schemathesis_run(
     # from the document, not the app: schemathesis would run the app's lifespan a second time
     schema = schemathesis.openapi.from_dict(svc.client.get("/openapi.json").json())
     for result in schema.get_all_operations():
-        for attempt in range(3):
-            try:
-                _operation(result.ok(), svc, target, per_operation, tally, seed)
-                break
-            except SystemError as exc:
-                # CPython 3.11's ast module keeps one recursion counter for all threads
-                # (python/cpython#106905; see conftest.py): source parsed while the app's
-                # thread runs can trip it. Not the server's fault: run the operation again.
-                if "recursion depth mismatch" not in str(exc) or attempt == 2:
-                    raise
+        _operation(result.ok(), svc, target, per_operation, tally, seed)
     return tally
 
 

@@ -123,7 +123,6 @@ class ProcessExecutor:
         for t in trainers.values():
             t.source.share_memory()
         self._workers = pool if pool is not None else WorkerPool(workers)
-        self._pool = self._workers.pool
         self._workers.install(trainers)
         self._trainers = trainers
         self._pending: list[_PoolHandle] = []
@@ -147,7 +146,7 @@ class ProcessExecutor:
         """Send every waiting training to the pool, largest first (ties: submission order)."""
         waiting, self._pending = self._pending, []
         for h in sorted(waiting, key=lambda h: -h.cost):  # sorted() is stable
-            h.future = self._pool.submit(_train, h.job)
+            h.future = self._workers.pool.submit(_train, h.job)
 
     def close(self) -> None:
         self._pending.clear()
