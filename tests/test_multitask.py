@@ -449,6 +449,10 @@ def test_bad_multitask_configs_are_named():
     data["server"]["algorithm"] = "fedavg"
     with pytest.raises(ConfigError, match=r"server.algorithm: \[\[tasks\]\] are trained by 'mafl'"):
         validate_config(data)
+    data = mafl_config(4, 2)
+    data["tasks"][0]["data"] = {"dataset": "synthetic", "synthetic": {"lazy": True}}
+    with pytest.raises(ConfigError, match=r"tasks.digits-mlp.data.synthetic.lazy"):
+        validate_config(data)
 
 
 def test_mafl_with_a_process_pool_is_bit_identical():

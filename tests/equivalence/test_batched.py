@@ -69,3 +69,43 @@ def test_batching_executor_in_a_run_matches_inline_and_is_reproducible() -> None
     _, again = run_experiment(load(None, [*base, "batch_clients=auto"]), None)  # logreg: on
     assert torch.allclose(off.final_params[0], on.final_params[0], rtol=1e-4, atol=1e-5)
     assert torch.equal(on.final_params[0], again.final_params[0])
+
+
+def test_the_batching_executor_fuses_only_clients_of_similar_length() -> None:
+    """A batch takes as many steps as its longest client, so a training is fused only with
+    pending peers within STEP_SPREAD of its steps, and runs alone (as inline) when fewer than
+    MIN_BATCH such clients wait; every result equals inline up to float rounding."""
+    from fedtempo.algorithms.jobs import TrainingJob
+    from fedtempo.client.trainer import ClientTrainer
+    from fedtempo.rng import Streams
+    from fedtempo.sim.executor import MIN_BATCH, STEP_SPREAD, BatchingExecutor, InlineExecutor
+
+    assert (MIN_BATCH, STEP_SPREAD) == (4, 2.0)
+    data = tiny_dataset(num_samples=1400)
+    sizes = [8, 80, 800, 88, 96, 104, 16]  # steps at batch 8: 1, 10, 100, 11, 12, 13, 2
+    offsets = np.cumsum([0, *sizes])
+    parts = [np.arange(a, b) for a, b in itertools.pairwise(offsets)]
+    model = build_model("logreg", data.input_shape, data.num_classes, torch.Generator())
+    spec = LocalSpec(epochs=1, batch_size=8, lr=0.1)
+    trainer = ClientTrainer(0, model, data.x, data.y, parts, spec, Streams(0))
+    groups: list[list[int]] = []
+    many = trainer.train_many
+
+    def recorded(jobs):  # type: ignore[no-untyped-def]
+        groups.append([j[0] for j in jobs])
+        return many(jobs)
+
+    trainer.train_many = recorded  # type: ignore[method-assign]
+    start = flatten(model)
+    jobs = [TrainingJob(0, c, 0, start) for c in range(len(sizes))]
+    batching, inline = BatchingExecutor({0: trainer}), InlineExecutor({0: trainer})
+    handles = [batching.submit(j) for j in jobs]
+    first = handles[1].result()  # 10 steps: fused with the 11-, 12- and 13-step clients
+    assert groups == [[1, 3, 4, 5]]
+    assert all(handles[c].update is not None for c in (3, 4, 5))
+    assert handles[0].result().num_steps == 1  # 1 step: its only near peer is the 2-step one
+    assert groups == [[1, 3, 4, 5]]  # ... too few to fuse: it trained alone
+    for c, h in enumerate(handles):
+        mine, ref = (first if c == 1 else h.result()), inline.submit(jobs[c]).result()
+        assert mine.num_steps == ref.num_steps
+        assert torch.allclose(mine.delta, ref.delta, rtol=1e-4, atol=1e-5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import simpy
 import torch
 
@@ -19,6 +18,7 @@ from fedtempo.experiment.parts import (
     make_partition,
     test_evaluator,
 )
+from fedtempo.experiment.taskdata import task_data
 
 __all__ = ["Built", "build", "load_data", "make_executor", "make_partition"]
 from fedtempo.experiment.population import build_population
@@ -53,17 +53,14 @@ def build(config: ExperimentConfig, recorder: Recorder) -> Built:
 
 def _build(config: ExperimentConfig, recorder: Recorder, pool: WorkerPool | None) -> Built:
     streams = Streams(config.seed)
-    bundle = load_data(config, streams)
-    client_train, client_test = make_partition(config, bundle, streams)
-    model = initial_model(config, bundle.train.input_shape, bundle.train.num_classes)
-    profile = profile_model(config.model.name, model, bundle.train.input_shape)
-    spec = local_spec(config)
-    trainer = ClientTrainer(0, model, bundle.train.x, bundle.train.y, client_train, spec, streams)
-    task = SimTask(
-        0, config.name, trainer, profile, GlobalModel(flatten(model)), test_evaluator(model, bundle)
-    )
-    population = build_population(config.devices, len(client_train), streams)
-    make_driver = setup(Parts(config, task, bundle, client_test, population, streams))
+    data = task_data(config, streams)
+    model = initial_model(config, data.input_shape, data.num_classes)
+    profile = profile_model(config.model.name, model, data.input_shape)
+    trainer = ClientTrainer.over(0, model, data.clients, local_spec(config), streams)
+    evaluate = test_evaluator(model, data.test)
+    task = SimTask(0, config.name, trainer, profile, GlobalModel(flatten(model)), evaluate)
+    population = build_population(config.devices, len(data.train_sizes), streams)
+    make_driver = setup(Parts(config, task, data, population, streams))
     # after the setup has prepared the trainer: a process pool ships it to its workers once
     executor = make_executor(config, {0: trainer}, profile.train_flops, pool)
     env = simpy.Environment()
@@ -79,5 +76,4 @@ def _build(config: ExperimentConfig, recorder: Recorder, pool: WorkerPool | None
         time_limit=config.stop.virtual_time,
         env=env,
     )
-    sizes = np.array([len(c) for c in client_train], dtype=np.int64)
-    return Built(sim, [task], population, sizes, client_test, driver)
+    return Built(sim, [task], population, data.train_sizes, data.test_sizes, driver)

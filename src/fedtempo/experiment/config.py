@@ -142,7 +142,33 @@ class ExperimentConfig(Section):
                 "partition.scheme: 'natural' needs a naturally federated data set "
                 f"(data.dataset = 'synthetic'), got {self.data.dataset!r}"
             )
+        if self.data.synthetic.lazy:
+            _check_lazy(self)
         return self
+
+
+def _check_lazy(config: ExperimentConfig) -> None:
+    """Lazily generated Synthetic devices are their own clients, and nothing of them is held."""
+    if config.data.dataset != "synthetic":
+        raise ValueError(
+            "data.synthetic.lazy: only data.dataset = 'synthetic' is generated per device, "
+            f"got {config.data.dataset!r}"
+        )
+    if config.partition.scheme != "natural":
+        raise ValueError(
+            "partition.scheme: lazily generated devices are the clients (needs 'natural'), "
+            f"got {config.partition.scheme!r}"
+        )
+    if config.partition.client_test_fraction > 0:
+        raise ValueError(
+            "partition.client_test_fraction: lazily generated devices keep their own test "
+            "samples (data.test_fraction); set it to 0"
+        )
+    if config.server.algorithm == "pruned":
+        raise ValueError(
+            "data.synthetic.lazy: algorithm 'pruned' evaluates every device's personal model, "
+            "which needs the data set in memory; set lazy = false"
+        )
 
 
 def _check_tasks(config: ExperimentConfig) -> None:
@@ -151,6 +177,11 @@ def _check_tasks(config: ExperimentConfig) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"tasks: names must differ, got {names}")
     for t in config.tasks:
+        if t.data.synthetic.lazy:
+            raise ValueError(
+                f"tasks.{t.name}.data.synthetic.lazy: MA-FL lays each task's clients on device "
+                "ids in memory; set lazy = false"
+            )
         ids = t.devices if t.devices is not None else list(range(t.partition.num_clients))
         bad = [d for d in ids if not 0 <= d < n]
         if bad or len(set(ids)) != len(ids):

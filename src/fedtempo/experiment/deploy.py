@@ -26,15 +26,10 @@ from fedtempo.client.local import LocalSpec, train_local
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import ExperimentConfig, to_dict, validate
 from fedtempo.experiment.drivers import adaptive_epochs, async_rule, sync_rule
-from fedtempo.experiment.parts import (
-    initial_model,
-    load_data,
-    local_spec,
-    make_partition,
-    test_evaluator,
-)
+from fedtempo.experiment.parts import initial_model, local_spec, test_evaluator
 from fedtempo.experiment.population import build_population
 from fedtempo.experiment.servers import AsyncConfig, FedAvgServer
+from fedtempo.experiment.taskdata import task_data
 from fedtempo.models.profile import profile_model
 from fedtempo.models.zoo import MODELS
 from fedtempo.params import flatten
@@ -60,11 +55,11 @@ def job_spec(config: ExperimentConfig) -> dict[str, Any]:
     shape and number of classes)."""
     if config.server.algorithm not in SERVICE_ALGORITHMS:
         raise ConfigError(_unservable(config.server.algorithm))
-    bundle = load_data(config, Streams(config.seed))
+    task = task_data(config, Streams(config.seed))
     data = to_dict(config)
     spec = {k: data[k] for k in SPEC_KEYS if k in data}
-    spec["input_shape"] = list(bundle.train.input_shape)
-    spec["num_classes"] = int(bundle.train.num_classes)
+    spec["input_shape"] = list(task.input_shape)
+    spec["num_classes"] = int(task.num_classes)
     return spec
 
 
@@ -165,11 +160,7 @@ def shard(config: ExperimentConfig, index: int) -> tuple[torch.Tensor, torch.Ten
     n = config.partition.num_clients
     if not 0 <= index < n:
         raise ConfigError(f"--index: {index} is not a client of the partition (0..{n - 1})")
-    streams = Streams(config.seed)
-    bundle = load_data(config, streams)
-    train, _ = make_partition(config, bundle, streams)
-    idx = torch.from_numpy(np.asarray(train[index], dtype=np.int64))
-    return bundle.train.x[idx], bundle.train.y[idx]
+    return task_data(config, Streams(config.seed)).clients.data(index)
 
 
 def read_data(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,16 +187,15 @@ def paces(config: ExperimentConfig, scale: float) -> list[Pace]:
     """Each device's emulated download, compute (per local epoch) and upload seconds, from the
     config's population at its mean rates, times ``scale``."""
     streams = Streams(config.seed)
-    bundle = load_data(config, streams)
-    train, _ = make_partition(config, bundle, streams)
-    population = build_population(config.devices, len(train), streams)
-    model = initial_model(config, bundle.train.input_shape, bundle.train.num_classes)
-    profile = profile_model(config.model.name, model, bundle.train.input_shape)
+    data = task_data(config, streams)
+    population = build_population(config.devices, len(data.train_sizes), streams)
+    model = initial_model(config, data.input_shape, data.num_classes)
+    profile = profile_model(config.model.name, model, data.input_shape)
     bits = float(profile.size_bits)
     speeds = population.compute.flops_per_s
     out = []
-    for c, idx in enumerate(train):
-        flops = float(profile.train_flops) * len(idx)  # one local epoch
+    for c, samples in enumerate(data.train_sizes.tolist()):
+        flops = float(profile.train_flops) * samples  # one local epoch
         up = bits / population.uplink.mean_rate_bps(c)
         down = bits / population.downlink.mean_rate_bps(c)
         compute = scale * flops / float(speeds[c])
@@ -218,10 +208,10 @@ def model_evaluator(
 ) -> tuple[Callable[[bytes], tuple[float, float]], int]:
     """(accuracy, loss) on ``config``'s test set of a job's model given as safetensors bytes,
     and the test set's size."""
-    bundle = load_data(config, Streams(config.seed))
-    model = initial_model(config, bundle.train.input_shape, bundle.train.num_classes)
-    evaluate, layout = test_evaluator(model, bundle), Layout.of(model)
-    return (lambda blob: evaluate(parse(layout, blob)[0])), len(bundle.test.y)
+    data = task_data(config, Streams(config.seed))
+    model = initial_model(config, data.input_shape, data.num_classes)
+    evaluate, layout = test_evaluator(model, data.test), Layout.of(model)
+    return (lambda blob: evaluate(parse(layout, blob)[0])), len(data.test)
 
 
 def model_accuracy(config: ExperimentConfig) -> Callable[[bytes], float]:

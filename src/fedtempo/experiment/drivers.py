@@ -27,7 +27,6 @@ from fedtempo.algorithms.splitfed import Planner, SplitFedRounds
 from fedtempo.alloc import sfl
 from fedtempo.alloc.pruning import equal_share, solve_admitting
 from fedtempo.client.trainer import PersonalSetup
-from fedtempo.data.datasets import DataBundle
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.servers import (
@@ -42,6 +41,7 @@ from fedtempo.experiment.servers import (
     SplitConfig,
     SplitFedServer,
 )
+from fedtempo.experiment.taskdata import TaskData
 from fedtempo.personalize.masks import last_layer, personal_mask
 from fedtempo.rng import Streams
 from fedtempo.sim.asyncserver import AsyncServer
@@ -62,8 +62,7 @@ class Parts:
 
     config: ExperimentConfig
     task: SimTask
-    bundle: DataBundle
-    client_test: list[np.ndarray]
+    data: TaskData
     population: Population
     streams: Streams
 
@@ -169,7 +168,7 @@ def _setup_splitfed(p: Parts) -> MakeDriver:
     sc = s.split
     blocks = splittable(p.config.model.name, task.trainer.model)
     task.trainer.blocks = blocks
-    profile = profile_cuts(copy.deepcopy(blocks), p.bundle.train.input_shape)
+    profile = profile_cuts(copy.deepcopy(blocks), p.data.input_shape)
     speeds = np.asarray(p.population.compute.flops_per_s, dtype=np.float64)
     server_flops = sc.server_flops or sc.server_factor * float(np.median(speeds))
     planner = sfl_planner(sc, len(profile.names), p.streams)
@@ -205,7 +204,9 @@ def _setup_pruned(p: Parts) -> MakeDriver:
         threshold_factor=pc.threshold_factor,
     )
     make = round_driver(s, task, algorithm)
-    workspace, x, y = copy.deepcopy(model), p.bundle.train.x, p.bundle.train.y
+    bundle, client_test = p.data.bundle, p.data.client_test
+    assert bundle is not None and client_test is not None, "config validation: pruned, not lazy"
+    workspace, x, y = copy.deepcopy(model), bundle.train.x, bundle.train.y
 
     def with_evaluator(rt: Runtime) -> Driver:
         driver = make(rt)
@@ -215,7 +216,7 @@ def _setup_pruned(p: Parts) -> MakeDriver:
             assert isinstance(driver.state, PrunedState)
             return driver.state
 
-        task.evaluate = personalized_evaluator(current, workspace, x, y, p.client_test)
+        task.evaluate = personalized_evaluator(current, workspace, x, y, client_test)
         return driver
 
     return with_evaluator

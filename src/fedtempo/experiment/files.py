@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from fedtempo.sim.engine import SimResult
 from fedtempo.sim.recorder import Evaluation, Event, columns
 
 
-def write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> None:
+def write_csv(path: Path, header: list[str], rows: Iterable[Sequence[Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)

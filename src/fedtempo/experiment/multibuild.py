@@ -55,7 +55,8 @@ def _task(
     spec = LocalSpec(iterations=mc.iterations, batch_size=mc.batch, lr=tc.lr)
     trainer = ClientTrainer(m, model, bundle.train.x, bundle.train.y, indices, spec, streams)
     params = warm_start(trainer, flatten(model), tc.warm_rounds, streams)
-    task = SimTask(m, tc.name, trainer, profile, GlobalModel(params), test_evaluator(model, bundle))
+    evaluate = test_evaluator(model, bundle.test)
+    task = SimTask(m, tc.name, trainer, profile, GlobalModel(params), evaluate)
     return task, [float(trainer.num_samples(c)) for c in range(config.mafl.devices)]
 
 
@@ -158,5 +159,5 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
         env=env,
     )
     sizes = samples.sum(axis=1).astype(np.int64)
-    no_tests = [np.zeros(0, dtype=np.int64) for _ in range(mc.devices)]
+    no_tests = np.zeros(mc.devices, dtype=np.int64)
     return Built(sim, tasks, population, sizes, no_tests, driver, chosen)

@@ -19,7 +19,7 @@ from fedtempo.algorithms.splitfed import SplitFedRounds
 from fedtempo.client.local import LocalSpec, evaluate
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
-from fedtempo.data.datasets import DataBundle, load_digits, load_idx_pair
+from fedtempo.data.datasets import ArrayDataset, DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.servers import AsyncConfig, MaflServer, RoundsConfig
@@ -112,10 +112,11 @@ def initial_model(
 
 
 def test_evaluator(
-    model: torch.nn.Module, bundle: DataBundle
+    model: torch.nn.Module, test: ArrayDataset
 ) -> Callable[[torch.Tensor], tuple[float, float]]:
+    """(accuracy, loss) of a flat parameter vector on ``test``, in a copy of ``model``."""
     workspace = copy.deepcopy(model)
-    x, y = bundle.test.x, bundle.test.y
+    x, y = test.x, test.y
     return lambda params: evaluate(workspace, params, x, y)
 
 
@@ -202,13 +203,13 @@ def make_executor(
 @dataclass(frozen=True)
 class Built:
     """A simulation ready to run: its tasks (one for a single-model run), the population, the
-    driver, and per device its training samples (over all tasks) and personal test split."""
+    driver, and per device its training samples (over all tasks) and personal test samples."""
 
     simulation: Simulation
     tasks: list[SimTask]
     population: Population
     train_sizes: np.ndarray
-    client_test: list[np.ndarray]
+    test_sizes: np.ndarray
     driver: RoundDriver | AsyncServer  # a round driver's state holds the per-round logs
     scheduler: Any = None  # MA-FL's scheduler (the optimiser keeps its plan log)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import platform
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tomli_w
 import torch
 
@@ -61,38 +62,44 @@ CLIENT_COLUMNS = [
 ]
 _COUNTED = {"upload": "updates", "fail": "fail", "offline": "offline", "late": "late"}
 _TIMED = ("download", "compute", "upload")
+_INTEGER = {"client", "train_samples", "test_samples", *_COUNTED.values(), "bytes_up", "bytes_down"}
 
 
-def client_rows(built: Built, events: Sequence[Event]) -> list[list[Any]]:
-    """Per client: data, device, what it did, the time it spent and the energy it used."""
+def client_table(built: Built, events: Sequence[Event]) -> dict[str, np.ndarray]:
+    """Per client, one array per column of CLIENT_COLUMNS: data, device, what it did, the time
+    it spent and the energy it used (arrays, not rows: a million clients stay small)."""
     pop = built.population
-    stats: list[dict[str, Any]] = [
-        dict.fromkeys(CLIENT_COLUMNS, 0)
-        | {
-            "client": c,
-            "train_samples": int(built.train_sizes[c]),
-            "test_samples": len(built.client_test[c]),
-            "flops_per_s": float(pop.compute.flops_per_s[c]),
-            "uplink_mbps": pop.uplink.mean_rate_bps(c) / 1e6,
-            "downlink_mbps": pop.downlink.mean_rate_bps(c) / 1e6,
-        }
-        for c in range(pop.size)
-    ]
+    n = pop.size
+    table = {c: np.zeros(n, np.int64 if c in _INTEGER else np.float64) for c in CLIENT_COLUMNS}
+    table["client"] = np.arange(n, dtype=np.int64)
+    table["train_samples"] = np.asarray(built.train_sizes, dtype=np.int64)
+    table["test_samples"] = np.asarray(built.test_sizes, dtype=np.int64)
+    table["flops_per_s"] = np.asarray(pop.compute.flops_per_s, dtype=np.float64)
+    table["uplink_mbps"] = np.array([pop.uplink.mean_rate_bps(c) for c in range(n)]) / 1e6
+    table["downlink_mbps"] = np.array([pop.downlink.mean_rate_bps(c) for c in range(n)]) / 1e6
     for e in events:
-        if e.client < 0:
+        c = e.client
+        if c < 0:
             continue
-        row = stats[e.client]
         if e.kind in _COUNTED:
-            row[_COUNTED[e.kind]] += 1
+            table[_COUNTED[e.kind]][c] += 1
         if e.kind in _TIMED:
-            row[f"{e.kind}_s"] += e.duration
-        row["compute_j" if e.kind == "compute" else "upload_j"] += e.energy
-        row["energy_j"] += e.energy
+            table[f"{e.kind}_s"][c] += e.duration
+        table["compute_j" if e.kind == "compute" else "upload_j"][c] += e.energy
+        table["energy_j"][c] += e.energy
         if e.kind == "upload":
-            row["bytes_up"] += e.bytes
+            table["bytes_up"][c] += e.bytes
         elif e.kind == "download":
-            row["bytes_down"] += e.bytes
-    return [[row[col] for col in CLIENT_COLUMNS] for row in stats]
+            table["bytes_down"][c] += e.bytes
+    return table
+
+
+def client_rows(table: dict[str, np.ndarray], chunk: int = 1 << 16) -> Iterator[list[Any]]:
+    """The table's rows, as Python numbers, ``chunk`` clients at a time."""
+    n = len(table["client"])
+    for start in range(0, n, chunk):
+        cols = [table[c][start : start + chunk].tolist() for c in CLIENT_COLUMNS]
+        yield from (list(row) for row in zip(*cols, strict=True))
 
 
 def task_row(result: SimResult, task: SimTask, events: Sequence[Event]) -> dict[str, Any]:
@@ -169,7 +176,7 @@ def write_results(
     """Write every result file, summary.json last; returns the summary."""
     rec = result.recorder
     write_logs(out, result)
-    write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(built, rec.events))
+    write_csv(out / "clients.csv", CLIENT_COLUMNS, client_rows(client_table(built, rec.events)))
     if rec.updates:
         write_csv(out / "updates.csv", columns(UpdateRecord), [astuple(u) for u in rec.updates])
     curves: list[tuple[str, list[Evaluation]]]

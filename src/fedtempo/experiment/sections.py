@@ -17,13 +17,17 @@ class Section(BaseModel):
 
 
 class SyntheticConfig(Section):
-    """LEAF Synthetic(alpha, beta) generator parameters."""
+    """LEAF Synthetic(alpha, beta) generator parameters. ``lazy``: each device's samples are
+    generated from its own stream when it trains (memory holds two counts per device: a million
+    devices fit), instead of all devices up front from one stream (other samples, same law);
+    the global test set is then the test samples of ``eval.test_devices`` devices."""
 
     alpha: float = Field(0.5, ge=0)
     beta: float = Field(0.5, ge=0)
     size_mean: float = 4.0
     size_sigma: float = Field(2.0, ge=0)
     min_size: int = Field(50, ge=1)
+    lazy: bool = False
 
 
 class DataConfig(Section):
@@ -215,7 +219,12 @@ class JobConfig(Section):
 
 
 class EvalConfig(Section):
+    """``interval``: virtual seconds between evaluations (0: only the final one, at the end).
+    ``test_devices``: how many devices, drawn from the stream ("eval-devices", task), lend their
+    test samples to the global test set of lazily generated data (data.synthetic.lazy)."""
+
     interval: float = Field(0.0, ge=0)
+    test_devices: int = Field(2000, ge=1)
 
 
 class StopConfig(Section):

@@ -75,9 +75,10 @@ class InlineExecutor:
 
 
 class _BatchHandle:
-    def __init__(self, owner: BatchingExecutor, job: TrainingJob) -> None:
+    def __init__(self, owner: BatchingExecutor, job: TrainingJob, steps: int) -> None:
         self._owner = owner
         self.job = job
+        self.steps = steps
         self.update: Update | None = None
 
     def result(self) -> Update:
@@ -90,10 +91,17 @@ class _BatchHandle:
         self._owner.drop(self)
 
 
+STEP_SPREAD = 2.0  # a batch runs as long as its longest client: peers within this step ratio
+MIN_BATCH = 4  # fewer clients than this train one by one (vmap's cost per step is fixed)
+
+
 class BatchingExecutor:
-    """Lazy like InlineExecutor, but when a result is needed, every pending training of that
-    task (up to ``max_batch``, oldest first) runs in one vectorised computation
-    (``ClientTrainer.train_many``). Deterministic; equal to inline up to float rounding."""
+    """Lazy like InlineExecutor, but when a result is needed, the pending trainings of that
+    task whose step counts are within ``STEP_SPREAD`` of its own (up to ``max_batch``, oldest
+    first) run in one vectorised computation (``ClientTrainer.train_many``); with fewer than
+    ``MIN_BATCH`` such peers it trains alone, as inline does. (A batch takes as many steps as
+    its longest client: power-law client sizes batched blindly cost more than inline.)
+    Deterministic; equal to inline up to float rounding."""
 
     def __init__(self, trainers: dict[int, ClientTrainer], max_batch: int = 64) -> None:
         self.trainers = trainers
@@ -101,9 +109,10 @@ class BatchingExecutor:
         self._pending: dict[int, list[_BatchHandle]] = {}
 
     def submit(self, job: TrainingJob) -> Handle:
+        trainer = self.trainers[job.task]
         if not job.is_plain:  # other procedures (pruned, split, sized) run one by one
-            return _LazyHandle(self.trainers[job.task], job)
-        handle = _BatchHandle(self, job)
+            return _LazyHandle(trainer, job)
+        handle = _BatchHandle(self, job, trainer.num_steps(job.client, job.epochs))
         self._pending.setdefault(job.task, []).append(handle)
         return handle
 
@@ -113,16 +122,23 @@ class BatchingExecutor:
             queue.remove(handle)
 
     def run_pending(self, wanted: _BatchHandle) -> None:
-        queue = self._pending[wanted.job.task]
-        others = [h for h in queue if h is not wanted][: self.max_batch - 1]
-        group = [wanted, *others]
-        for h in group:
-            queue.remove(h)
+        task = wanted.job.task
+        queue, trainer = self._pending[task], self.trainers[task]
+        low, high = wanted.steps / STEP_SPREAD, wanted.steps * STEP_SPREAD
+        peers = [h for h in queue if h is not wanted and low <= h.steps <= high]
+        group = [wanted, *peers[: self.max_batch - 1]]
+        if len(group) < MIN_BATCH:
+            group = [wanted]
+        chosen = {id(h) for h in group}
+        self._pending[task] = [h for h in queue if id(h) not in chosen]
+        if len(group) == 1:
+            wanted.update = run_job(trainer, wanted.job)
+            return
         jobs = [
             (h.job.client, h.job.base_version, h.job.start, h.job.dispatch, h.job.epochs)
             for h in group
         ]
-        for h, update in zip(group, self.trainers[wanted.job.task].train_many(jobs), strict=True):
+        for h, update in zip(group, trainer.train_many(jobs), strict=True):
             h.update = update
 
     def flush(self) -> None:
