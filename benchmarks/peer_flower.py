@@ -34,9 +34,23 @@ def _processes() -> dict[int, tuple[int, int, int]]:
     return out
 
 
-def tree_bytes(root: int) -> int:
-    """Resident bytes of ``root``, its descendants and every process of its session (a daemon
-    that left the tree, as some of Ray's do, stays in the session)."""
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: resident bytes, each page shared by k processes counted 1/k (so a
+    data set in shared memory, or a shared library, counts once over all the processes that
+    map it); 0 for a process that is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def tree_bytes(root: int) -> tuple[int, int]:
+    """(resident bytes summed, proportional bytes summed) over ``root``, its descendants and
+    every process of its session (a daemon that left the tree, as some of Ray's do, stays in
+    the session). The first counts a page shared by k of them k times; the second once."""
     procs = _processes()
     session = procs.get(root, (0, -1, 0))[1]
     mine, frontier = {root}, [root]
@@ -47,14 +61,16 @@ def tree_bytes(root: int) -> int:
                 mine.add(pid)
                 frontier.append(pid)
     mine |= {pid for pid, (_, sid, _) in procs.items() if sid == session}
-    return sum(procs[p][2] for p in mine if p in procs)
+    alive = [p for p in mine if p in procs]
+    return sum(procs[p][2] for p in alive), sum(pss_bytes(p) for p in alive)
 
 
 def timed_tree(
     cmd: list[str], env: dict[str, str] | None = None
-) -> tuple[float, float, float, str]:
+) -> tuple[float, float, tuple[float, float], str]:
     """Run ``cmd`` in its own session; (wall seconds, peak MB of its largest process (wait4),
-    peak MB of all its processes together (sampled every 0.2 s), stdout)."""
+    peak MB of all its processes together (sampled every 0.2 s) as (resident sum, proportional
+    sum), stdout)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
@@ -64,11 +80,12 @@ def timed_tree(
         env=env,
         start_new_session=True,
     )
-    peak, done = [0], threading.Event()
+    peak, done = [0, 0], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], tree_bytes(proc.pid))
+            rss, pss = tree_bytes(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -82,7 +99,7 @@ def timed_tree(
         print(f"({lingered} processes of {cmd[0]}'s run outlived it; waited for them)", flush=True)
     if status != 0:
         raise RuntimeError(f"{cmd} failed with status {status}")
-    return wall, usage.ru_maxrss / 1024.0, peak[0] / 2**20, out
+    return wall, usage.ru_maxrss / 1024.0, (peak[0] / 2**20, peak[1] / 2**20), out
 
 
 def drain_session(session: int, grace_s: float = 30.0) -> int:
@@ -135,8 +152,9 @@ def mnist_dir() -> Path:
 
 def flower_run(
     python: Path, partition: Path, rounds: int, per_round: int
-) -> tuple[float, float, float]:
-    """(wall s, peak MB of all its processes, accuracy) of one W-sim run in Flower."""
+) -> tuple[float, tuple[float, float], float]:
+    """(wall s, peak MB of all its processes (resident sum, proportional sum), accuracy) of one
+    W-sim run in Flower."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [

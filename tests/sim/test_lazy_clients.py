@@ -4,6 +4,7 @@ the same on the process pool (each worker generates what it trains) as inline.""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import simpy
 import torch
 
@@ -17,7 +18,7 @@ from fedtempo.experiment.sections import DevicesConfig
 from fedtempo.models import build_model, profile_model
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
-from fedtempo.sim import InlineExecutor, Recorder, Runtime, SimTask, Simulation
+from fedtempo.sim import InlineExecutor, Recorder, Runtime, SimTask, Simulation, parallel
 from fedtempo.sim.asyncserver import AsyncServer
 from fedtempo.sim.parallel import ProcessExecutor
 from fedtempo.sim.task import GlobalModel
@@ -92,3 +93,39 @@ def test_the_pool_runs_the_largest_waiting_training_first() -> None:
             torch.set_num_threads(threads)
     finally:
         executor.close()
+
+
+def test_vectors_cross_by_value_or_by_shared_memory_with_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small start vectors and updates cross the pipe by value, large ones as shared memory;
+    either way the update is bit-identical to inline training. Closed, the workers exit cleanly
+    (status 0: their exit handler skips torch's teardown, it does not crash them)."""
+    assert parallel.by_value(torch.zeros(parallel.BY_VALUE_MAX + 1)) is None
+    small = parallel.by_value(torch.arange(3.0))
+    assert isinstance(small, np.ndarray) and small.tolist() == [0.0, 1.0, 2.0]
+    streams = Streams(5)
+    source = SyntheticClients(0.5, 0.5, 20, streams.numpy("data", 0), size_mean=3.0)
+    model = build_model("logreg", source.input_shape, 10, streams.torch("init", 0))
+    trainer = ClientTrainer.over(0, model, source, LocalSpec(batch_size=8, lr=0.05), streams)
+    start = flatten(model)
+    executor = ProcessExecutor({0: trainer}, workers=1)
+    try:
+        by_value = executor.submit(TrainingJob(0, 3, 0, start)).result()
+        monkeypatch.setattr(parallel, "BY_VALUE_MAX", 0)  # this process's starts: shared memory
+        shared_start = start.clone()
+        by_memory = executor.submit(TrainingJob(0, 3, 0, shared_start)).result()
+        assert shared_start.is_shared() and not start.is_shared()  # type: ignore[no-untyped-call]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            inline = trainer.train(3, 0, start).delta
+        finally:
+            torch.set_num_threads(threads)
+        assert by_value.delta.equal(inline) and by_memory.delta.equal(inline)
+        processes = list(executor._workers.pool._processes.values())  # type: ignore[union-attr]
+    finally:
+        executor.close()
+    for p in processes:
+        p.join(timeout=10)
+        assert p.exitcode == 0

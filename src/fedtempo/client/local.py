@@ -146,9 +146,11 @@ def train_local(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int = 2048
+    model: nn.Module, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int = 512
 ) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy loss) of ``params`` on (x, y)."""
+    """(accuracy, mean cross-entropy loss) of ``params`` on (x, y), ``batch`` samples at a time
+    (512: a batch's activations stay in cache; W-sim's 10,000 MNIST test images on cnn-s take
+    0.39 s at 512 and 0.68 s at 2048 on one core)."""
     if len(y) == 0:
         return float("nan"), float("nan")
     load_vector(model, params)

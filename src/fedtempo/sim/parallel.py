@@ -3,10 +3,12 @@
 The workers (``WorkerPool``) can be started before the data is loaded, so that their start-up
 (an interpreter, torch's import) overlaps the main process's; the executor then installs the
 tasks' ClientTrainers in every worker once: data held in memory is moved to shared memory first,
-so it crosses as shared-memory handles (torch.multiprocessing), not copies. Per
-training only the job crosses; its start vector is moved to shared memory once per model version
-and crosses as a handle too. A worker runs the same ``ClientTrainer.train`` with one torch thread,
-so results are bit-identical to ``InlineExecutor`` (with ``threads = 1``).
+so it crosses as shared-memory handles (torch.multiprocessing), not copies. Per training only the
+job crosses, and the update comes back; their vectors cross by value up to ``BY_VALUE_MAX``
+entries (a copy through the pipe is cheaper than a shared-memory handle's descriptor handshake),
+and larger start vectors are moved to shared memory once per model version. A worker runs the
+same ``ClientTrainer.train`` with one torch thread, so results are bit-identical to
+``InlineExecutor`` (with ``threads = 1``).
 
 Submissions wait in the executor until a result is first asked for, then go to the pool largest
 first (samples a training passes through): a synchronous round's trainings are all submitted at
@@ -17,10 +19,14 @@ moves the virtual clock, or evaluates, and the simulation flushes before it eval
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import copy
+import dataclasses
+import os
 from typing import Any
 
+import numpy as np
 import torch
 import torch.multiprocessing as tmp
 
@@ -38,6 +44,10 @@ def _init_worker(barrier: Any) -> None:
     global _BARRIER
     torch.set_num_threads(1)
     _BARRIER = barrier
+    # A spawned worker that has been told to stop has nothing left to save, but the interpreter
+    # would tear down torch module by module (about 0.5 s, which the main process waits for
+    # when it joins its workers at exit): the last exit handler ends the process at once.
+    atexit.register(os._exit, 0)
 
 
 def _started() -> None:
@@ -59,8 +69,42 @@ def _install(trainers: dict[int, ClientTrainer]) -> None:
         _TRAINERS[task] = trainer
 
 
-def _train(job: TrainingJob) -> Update:
-    return run_job(_TRAINERS[job.task], job)
+BY_VALUE_MAX = 1 << 20  # elements: vectors up to 4 MiB cross by value, larger by shared memory
+_EMPTY = torch.empty(0)
+Vector = np.ndarray | None  # a vector sent by value, or None (it travels in its tensor field)
+
+
+def by_value(t: torch.Tensor | None) -> Vector:
+    """A vector to send by value (numpy pickles its bytes into the pipe: one copy, no shared
+    memory file, no descriptor passed through the resource sharer's authenticated handshake,
+    which costs some 2 ms per tensor), or None if it is large enough for shared memory to pay."""
+    if t is None or t.numel() > BY_VALUE_MAX:
+        return None
+    return t.numpy()
+
+
+def _train(job: TrainingJob, start: Vector) -> tuple[Update, Vector, Vector]:
+    if start is not None:
+        job = dataclasses.replace(job, start=torch.from_numpy(start))
+    update = run_job(_TRAINERS[job.task], job)
+    delta, keep = by_value(update.delta), by_value(update.keep)
+    light = dataclasses.replace(
+        update,
+        delta=_EMPTY if delta is not None else update.delta,
+        keep=_EMPTY if keep is not None else update.keep,
+    )
+    return light, delta, keep
+
+
+def _received(future: cf.Future[tuple[Update, Vector, Vector]]) -> Update:
+    update, delta, keep = future.result()
+    if delta is None and keep is None:
+        return update
+    return dataclasses.replace(
+        update,
+        delta=torch.from_numpy(delta) if delta is not None else update.delta,
+        keep=torch.from_numpy(keep) if keep is not None else update.keep,
+    )
 
 
 class _PoolHandle:
@@ -68,13 +112,13 @@ class _PoolHandle:
         self._owner = owner
         self.job = job
         self.cost = cost
-        self.future: cf.Future[Update] | None = None
+        self.future: cf.Future[tuple[Update, Vector, Vector]] | None = None
 
     def result(self) -> Update:
         if self.future is None:
             self._owner.flush()
         assert self.future is not None, "a cancelled training has no result"
-        return self.future.result()
+        return _received(self.future)
 
     def cancel(self) -> None:
         if self.future is None:
@@ -128,8 +172,8 @@ class ProcessExecutor:
         self._pending: list[_PoolHandle] = []
 
     def submit(self, job: TrainingJob) -> Handle:
-        if not job.start.is_shared():  # type: ignore[no-untyped-call]
-            job.start.share_memory_()  # type: ignore[no-untyped-call]
+        if by_value(job.start) is None and not job.start.is_shared():  # type: ignore[no-untyped-call]
+            job.start.share_memory_()  # type: ignore[no-untyped-call]  # once per model version
         trainer = self._trainers[job.task]
         cost = job_spec(trainer.spec, job).samples_processed(
             trainer.num_samples(job.client), job.epochs
@@ -146,7 +190,9 @@ class ProcessExecutor:
         """Send every waiting training to the pool, largest first (ties: submission order)."""
         waiting, self._pending = self._pending, []
         for h in sorted(waiting, key=lambda h: -h.cost):  # sorted() is stable
-            h.future = self._workers.pool.submit(_train, h.job)
+            start = by_value(h.job.start)
+            job = h.job if start is None else dataclasses.replace(h.job, start=_EMPTY)
+            h.future = self._workers.pool.submit(_train, job, start)
 
     def close(self) -> None:
         self._pending.clear()
