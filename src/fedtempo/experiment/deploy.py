@@ -160,7 +160,8 @@ def shard(config: ExperimentConfig, index: int) -> tuple[torch.Tensor, torch.Ten
     n = config.partition.num_clients
     if not 0 <= index < n:
         raise ConfigError(f"--index: {index} is not a client of the partition (0..{n - 1})")
-    return task_data(config, Streams(config.seed)).clients.data(index)
+    x, y = task_data(config, Streams(config.seed)).clients.data(index)
+    return x.clone(), y.clone()  # a copy: a view would keep the whole data set alive
 
 
 def read_data(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -113,12 +113,15 @@ class _PoolHandle:
         self.job = job
         self.cost = cost
         self.future: cf.Future[tuple[Update, Vector, Vector]] | None = None
+        self._update: Update | None = None
 
     def result(self) -> Update:
-        if self.future is None:
-            self._owner.flush()
-        assert self.future is not None, "a cancelled training has no result"
-        return _received(self.future)
+        if self._update is None:
+            if self.future is None:
+                self._owner.flush()
+            assert self.future is not None, "a cancelled training has no result"
+            self._update = _received(self.future)
+        return self._update
 
     def cancel(self) -> None:
         if self.future is None:
