@@ -7,7 +7,7 @@
   directory alone: acknowledged updates lost, updates stored twice, the model against its
   recomputation from every recorded delta, integrity_check, missing/truncated/orphan blobs; and
   whether the job goes on. The log is searched for every credential.
-- disk: the state directory on a 16 MB tmpfs that fills up, then is made read-only (root only).
+- disk: the state directory on a 32 MB tmpfs that fills up, then is made read-only (root only).
 - fuzz: ``--fuzz`` Hypothesis-generated broken safetensors payloads and envelopes, signed, at a
   real server's upload route (each refusal checked to change nothing), and schemathesis at
   every operation of the OpenAPI schema in process (``--schemathesis`` cases each), and its
