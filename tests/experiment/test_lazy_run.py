@@ -17,8 +17,9 @@ import torch
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import load
 from fedtempo.experiment.deploy import shard
+from fedtempo.experiment.parts import synthetic_up_front_bytes
 from fedtempo.experiment.results import run_experiment
-from fedtempo.experiment.taskdata import synthetic_up_front_bytes, task_data
+from fedtempo.experiment.taskdata import task_data
 from fedtempo.rng import Streams
 
 LAZY = [

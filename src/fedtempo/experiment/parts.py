@@ -4,6 +4,7 @@ executor, and ``Built``, what a build returns."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import ArrayDataset, DataBundle, load_digits, load_idx_pair
 from fedtempo.data.synthetic import leaf_synthetic
+from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.servers import AsyncConfig, MaflServer, RoundsConfig
 from fedtempo.models.profile import build_model
@@ -33,13 +35,39 @@ from fedtempo.sim.rounds import RoundDriver
 from fedtempo.sim.task import SimTask
 from fedtempo.system.population import Population
 
+SAMPLE_BYTES = 60 * 4 + 8 + 8  # a Synthetic sample up front: features, label, index into the set
+
+
+def synthetic_up_front_bytes(config: ExperimentConfig) -> float:
+    """What generating every Synthetic device up front holds in memory (the expected count of a
+    floor(lognormal) + min_size device, times the bytes of a sample)."""
+    s = config.data.synthetic
+    per_device = math.exp(s.size_mean + s.size_sigma**2 / 2) + s.min_size
+    return config.partition.num_clients * per_device * SAMPLE_BYTES
+
+
+def _memory_bytes() -> float:
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _check_fits(config: ExperimentConfig) -> None:
+    need, have = synthetic_up_front_bytes(config), _memory_bytes()
+    if need > have / 2:
+        raise ConfigError(
+            f"data.synthetic.lazy: generating {config.partition.num_clients:,} devices up front "
+            f"needs about {need / 2**30:.1f} GiB (this machine has {have / 2**30:.1f} GiB); "
+            "set data.synthetic.lazy = true to generate each device when it trains"
+        )
+
 
 def load_data(config: ExperimentConfig, streams: Streams, task: int = 0) -> DataBundle:
-    """Task ``task``'s data set (its generated data from the stream ("data", task))."""
+    """Task ``task``'s data set (its generated data from the stream ("data", task)). Raises
+    ConfigError when Synthetic up front would not fit in memory."""
     d = config.data
     if d.dataset == "digits":
         return load_digits(d.test_fraction, streams.numpy("data", task))
     if d.dataset == "synthetic":
+        _check_fits(config)
         s = d.synthetic
         return leaf_synthetic(
             s.alpha,

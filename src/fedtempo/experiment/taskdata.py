@@ -5,8 +5,6 @@ test set, and per client its train and test sample counts, whether the data set 
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,12 +12,9 @@ import numpy as np
 from fedtempo.data.clients import ClientData, IndexedClients
 from fedtempo.data.datasets import ArrayDataset, DataBundle
 from fedtempo.data.synthetic import SyntheticClients
-from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import ExperimentConfig
 from fedtempo.experiment.parts import load_data, make_partition
 from fedtempo.rng import Streams
-
-SAMPLE_BYTES = 60 * 4 + 8 + 8  # a Synthetic sample up front: features, label, index into the set
 
 
 @dataclass(frozen=True)
@@ -36,28 +31,6 @@ class TaskData:
     test_sizes: np.ndarray
     bundle: DataBundle | None = None
     client_test: list[np.ndarray] | None = None
-
-
-def synthetic_up_front_bytes(config: ExperimentConfig) -> float:
-    """What generating every Synthetic device up front holds in memory (the expected count of a
-    floor(lognormal) + min_size device, times the bytes of a sample)."""
-    s = config.data.synthetic
-    per_device = math.exp(s.size_mean + s.size_sigma**2 / 2) + s.min_size
-    return config.partition.num_clients * per_device * SAMPLE_BYTES
-
-
-def _memory_bytes() -> float:
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
-def _check_fits(config: ExperimentConfig) -> None:
-    need, have = synthetic_up_front_bytes(config), _memory_bytes()
-    if need > have / 2:
-        raise ConfigError(
-            f"data.synthetic.lazy: generating {config.partition.num_clients:,} devices up front "
-            f"needs about {need / 2**30:.1f} GiB (this machine has {have / 2**30:.1f} GiB); "
-            "set data.synthetic.lazy = true to generate each device when it trains"
-        )
 
 
 def lazy_synthetic(config: ExperimentConfig, streams: Streams, task: int = 0) -> TaskData:
@@ -85,11 +58,9 @@ def lazy_synthetic(config: ExperimentConfig, streams: Streams, task: int = 0) ->
 
 def task_data(config: ExperimentConfig, streams: Streams, task: int = 0) -> TaskData:
     """Task ``task``'s data under ``config`` (its partition's clients, or lazy Synthetic
-    devices). Raises ConfigError when Synthetic up front would not fit in memory."""
-    if config.data.dataset == "synthetic":
-        if config.data.synthetic.lazy:
-            return lazy_synthetic(config, streams, task)
-        _check_fits(config)
+    devices). Raises ConfigError when Synthetic up front would not fit in memory (load_data)."""
+    if config.data.dataset == "synthetic" and config.data.synthetic.lazy:
+        return lazy_synthetic(config, streams, task)
     bundle = load_data(config, streams, task)
     client_train, client_test = make_partition(config, bundle, streams, task)
     clients = IndexedClients(bundle.train.x, bundle.train.y, client_train)
