@@ -2,7 +2,7 @@ import torch
 
 from fedtempo.client.local import LocalSpec, evaluate, train_local
 from fedtempo.models import build_model
-from fedtempo.params import flatten, l2_norm
+from fedtempo.params import flatten, l2_norm, load_vector
 from fedtempo.testing import tiny_dataset
 
 
@@ -79,3 +79,50 @@ def test_empty_client_does_nothing() -> None:
         model, start, x[:0], y[:0], LocalSpec(), torch.Generator().manual_seed(0)
     )
     assert steps == 0 and float(delta.abs().sum()) == 0.0 and loss != loss
+
+
+def test_the_sgd_step_is_torch_optim_sgd_bit_for_bit() -> None:
+    """train_local's step (torch.optim.sgd.sgd, the functional form) reduces to training with
+    the torch.optim.SGD class: momentum, weight decay, and entries whose gradient is None."""
+    from fedtempo.client.local import batches
+
+    data = tiny_dataset()
+    for momentum, decay, frozen in [(0.0, 0.0, False), (0.9, 1e-3, False), (0.5, 0.0, True)]:
+        model = build_model("mlp", data.input_shape, 10, torch.Generator().manual_seed(0))
+        params = list(model.parameters())
+        if frozen:  # a parameter without gradient: neither updated nor given a buffer
+            params[0].requires_grad_(False)
+        start = flatten(model).clone()
+        spec = LocalSpec(epochs=2, batch_size=16, lr=0.1, momentum=momentum, weight_decay=decay)
+        delta, steps, _ = train_local(
+            model, start, data.x, data.y, spec, torch.Generator().manual_seed(5)
+        )
+        load_vector(model, start)
+        sgd = torch.optim.SGD(params, lr=0.1, momentum=momentum, weight_decay=decay)
+        for idx in batches(len(data.y), spec, steps, torch.Generator().manual_seed(5)):
+            sgd.zero_grad()
+            torch.nn.functional.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
+            sgd.step()
+        assert torch.equal(delta, flatten(model) - start), (momentum, decay, frozen)
+
+
+def test_training_does_not_import_torch_dynamo() -> None:
+    """torch.optim.SGD.step imports torch._dynamo on first use (1.1 s of CPU per process);
+    local training must not pay it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from fedtempo.client.local import LocalSpec, train_local\n"
+        "from fedtempo.models import build_model\n"
+        "from fedtempo.params import flatten\n"
+        "m = build_model('mlp', (1, 8, 8), 10, torch.Generator().manual_seed(0))\n"
+        "x, y = torch.randn(20, 1, 8, 8), torch.randint(0, 10, (20,))\n"
+        "spec = LocalSpec(epochs=1, batch_size=8, momentum=0.9)\n"
+        "train_local(m, flatten(m), x, y, spec, torch.Generator().manual_seed(0))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

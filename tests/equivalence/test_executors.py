@@ -30,3 +30,27 @@ def test_ray_executor_is_bit_identical() -> None:
     _, inline = run_experiment(load(None, overrides), None)
     _, remote = run_experiment(load(None, [*overrides, "executor=ray", "workers=2"]), None)
     assert torch.equal(inline.final_params[0], remote.final_params[0])
+
+
+def test_a_single_threaded_process_forks_its_pool_and_gets_the_inline_bits() -> None:
+    """The command line runs in one thread, so its pool is forked (a test runner has threads:
+    the tests above spawn theirs); forked workers give the inline bits too."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, torch\n"
+        "from fedtempo.experiment.config import load\n"
+        "from fedtempo.experiment.results import run_experiment\n"
+        "from fedtempo.sim.parallel import start_method\n"
+        "print(start_method())\n"
+        "sets = ['server.algorithm=fedbuff', 'server.max_updates=30']\n"
+        "_, a = run_experiment(load(None, sets), None)\n"
+        "_, b = run_experiment(load(None, [*sets, 'executor=process', 'workers=2']), None)\n"
+        "print(torch.equal(a.final_params[0], b.final_params[0]))\n"
+        "threading.Thread(target=threading.Event().wait, args=(5,), daemon=True).start()\n"
+        "print(start_method())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["fork", "True", "spawn"]

@@ -92,6 +92,29 @@ def test_cli_run_end_to_end(tmp_path: Path) -> None:
     assert summary["num_clients"] == 8 and summary["updates_applied"] == 8
 
 
+def test_the_command_line_ends_at_once_with_its_files_written_and_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    """``python -m fedtempo.cli`` (main) skips the interpreter's teardown after a run; what it
+    wrote is all there, and a failing command still exits with its code."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('name = "tiny"\n[server]\nrounds = 2\nclients_per_round = 4\n')
+    base = [sys.executable, "-m", "fedtempo.cli", "run", str(cfg), "--out"]
+    ok = subprocess.run([*base, str(tmp_path / "a")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.rstrip().endswith("accuracy.png)")  # the last line printed got out
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["updates_applied"] == 8
+    rows = list(csv.DictReader((tmp_path / "a" / "clients.csv").open()))
+    assert len(rows) == summary["num_clients"]
+    bad = [*base, str(tmp_path / "b"), "--set", "server.algorithm=nope"]
+    failed = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "server.algorithm: bad value" in failed.stderr
+
+
 def test_cli_compare(tmp_path: Path) -> None:
     a, b = tmp_path / "a.toml", tmp_path / "b.toml"
     a.write_text('name = "avg"\n[server]\nrounds = 2\n')

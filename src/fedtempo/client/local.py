@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd
 
 from fedtempo.params import flatten, load_vector
 
@@ -77,6 +78,40 @@ def batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) -> 
     return out[:steps]
 
 
+class _Sgd:
+    """torch.optim.SGD's step through its functional form (``torch.optim.sgd.sgd``, the same
+    update with the same numerics). The ``SGD`` class's ``step`` imports torch._dynamo on its
+    first call, 1.1 s of CPU in every process that trains: a pool worker's first training, the
+    first training of every run, on the critical path."""
+
+    def __init__(self, params: list[nn.Parameter], spec: LocalSpec) -> None:
+        self.params = params
+        self.spec = spec
+        self.momentum: list[torch.Tensor | None] = [None] * len(params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        have = [i for i, p in enumerate(self.params) if p.grad is not None]
+        buffers = [self.momentum[i] for i in have]
+        sgd(
+            [self.params[i] for i in have],
+            [self.params[i].grad for i in have],  # type: ignore[misc]
+            buffers,
+            weight_decay=self.spec.weight_decay,
+            momentum=self.spec.momentum,
+            lr=self.spec.lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+        )
+        for i, b in zip(have, buffers, strict=True):  # sgd creates the buffers on first use
+            self.momentum[i] = b
+
+
 class _Freezer:
     """Restores the entries of ``start`` outside ``trainable`` after every optimizer step, so
     they stay exactly fixed whatever the optimizer does (momentum, weight decay)."""
@@ -121,14 +156,12 @@ def train_local(
     model.train()
     params = list(model.parameters())
     anchors = [p.detach().clone() for p in params] if spec.prox_mu > 0 else []
-    optimizer = torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
+    optimizer = _Sgd(params, spec)
     freezer = _Freezer(params, start, trainable) if trainable is not None else None
     loss_fn = nn.CrossEntropyLoss()
     total = torch.zeros((), dtype=torch.float64)
     for idx in batches(len(y), spec, steps, generator):
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()
         if anchors:
