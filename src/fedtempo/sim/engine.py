@@ -90,16 +90,17 @@ class Simulation:
             until = until | after_instant(env, self.time_limit)
         try:
             env.run(until=until)
-            if self.on_finish is not None:
-                self.on_finish()
-            if (
-                self.eval_interval <= 0
-                or not self.recorder.evaluations
-                or (self.recorder.evaluations[-1].time < env.now)
-            ):
-                self.evaluate_all()
         finally:
+            # what is still training will never be consumed: stop it before the last evaluation
             self.executor.close()
+        if self.on_finish is not None:
+            self.on_finish()
+        if (
+            self.eval_interval <= 0
+            or not self.recorder.evaluations
+            or (self.recorder.evaluations[-1].time < env.now)
+        ):
+            self.evaluate_all()
         return SimResult(
             self.recorder, {t.task: t.model.params.clone() for t in self.tasks}, float(env.now)
         )

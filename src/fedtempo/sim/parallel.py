@@ -10,7 +10,7 @@ descriptor handshake), and larger start vectors are moved to shared memory once 
 A worker runs the same ``ClientTrainer.train`` with one torch thread, so results are bit-identical
 to ``InlineExecutor`` (with ``threads = 1``).
 
-Submissions wait in the executor until a result is first asked for, then go to the pool largest
+Submissions wait in the executor until a result is next asked for, then go to the pool largest
 first (samples a training passes through): a synchronous round's trainings are all submitted at
 one virtual instant, and longest-first keeps one worker from finishing the round's largest client
 alone. The wait costs no real time: between a submission and the next result the driver only
@@ -119,8 +119,9 @@ class _PoolHandle:
 
     def result(self) -> Update:
         if self._update is None:
-            if self.future is None:
-                self._owner.flush()
+            # everything waiting goes to the pool first: while this thread waits, the workers
+            # must not run dry (asynchronous servers submit one training per result they take)
+            self._owner.flush()
             assert self.future is not None, "a cancelled training has no result"
             self._update = _received(self.future)
         return self._update
