@@ -129,3 +129,44 @@ def test_vectors_cross_by_value_or_by_shared_memory_with_the_same_bits(
     for p in processes:
         p.join(timeout=10)
         assert p.exitcode == 0
+
+
+class _Broken(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("evaluated in the main process")
+
+
+def test_an_idle_pool_splits_an_evaluation_over_its_workers_to_the_same_bits() -> None:
+    """HeldOut's parts combine to the bits of one evaluation; an idle pool evaluates the parts
+    in its workers (this process's workspace is broken, and the result is still exact), one
+    with trainings waiting leaves the evaluation to this thread."""
+    from fedtempo.client.local import HeldOut, evaluate
+
+    streams = Streams(7)
+    source = SyntheticClients(0.5, 0.5, 30, streams.numpy("data", 0), size_mean=4.0)
+    model = build_model("logreg", source.input_shape, 10, streams.torch("init", 0))
+    trainer = ClientTrainer.over(0, model, source, LocalSpec(batch_size=8, lr=0.05), streams)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2500, 60, generator=g), torch.randint(0, 10, (2500,), generator=g)
+    params = flatten(model) + 0.1 * torch.randn(flatten(model).numel(), generator=g)
+    held = HeldOut(build_model("logreg", (60,), 10, streams.torch("init", 0)), x, y, batch=256)
+    expected = evaluate(held.model, params, x, y, batch=256)
+    assert held(params) == expected
+    assert held.parts(3) == [(0, 3), (3, 7), (7, 10)] and held.batches == 10
+    assert held.combine([held.part(params, a, b) for a, b in held.parts(3)]) == expected
+    executor = ProcessExecutor({0: trainer}, workers=2, held_out={0: held})
+    try:
+        assert executor.evaluate(0, held, params) == expected  # the workers now hold theirs
+        working = held.model
+        held.model = _Broken()
+        assert executor.evaluate(0, held, params) == expected  # so by the workers
+        handles = [executor.submit(TrainingJob(0, c, 0, flatten(model))) for c in range(6)]
+        held.model = working
+        assert executor.evaluate(0, held, params) == expected  # here: trainings are waiting
+        executor.flush()
+        executor.stop_training()  # each sent training completes, or is dropped before it starts
+        futures = [h.future for h in handles]  # type: ignore[attr-defined]
+        for c, f in enumerate(futures):
+            assert f.cancelled() or f.result()[0].client == c
+    finally:
+        executor.close()

@@ -6,6 +6,7 @@ import simpy
 import torch
 
 from fedtempo.sim import Recorder, SimTask, Simulation
+from fedtempo.sim.executor import EvaluatesHere
 from fedtempo.testing import (
     RecordingFedAvg,
     ScriptedDevices,
@@ -176,7 +177,7 @@ def test_waiting_trainings_are_started_before_each_evaluation() -> None:
     log: list[str] = []
     inner, evaluate = rt.executor, task.evaluate
 
-    class Recording:
+    class Recording(EvaluatesHere):
         def submit(self, job):  # type: ignore[no-untyped-def]
             return inner.submit(job)
 

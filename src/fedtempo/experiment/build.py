@@ -62,7 +62,7 @@ def _build(config: ExperimentConfig, recorder: Recorder, pool: WorkerPool | None
     population = build_population(config.devices, len(data.train_sizes), streams)
     make_driver = setup(Parts(config, task, data, population, streams))
     # after the setup has prepared the trainer: a process pool ships it to its workers once
-    executor = make_executor(config, {0: trainer}, profile.train_flops, pool)
+    executor = make_executor(config, {0: trainer}, profile.train_flops, pool, {0: evaluate})
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     driver = make_driver(Runtime(env, population, executor, recorder, streams, uplink))

@@ -10,7 +10,7 @@ import torch
 
 from fedtempo.aggregation.sync import FedAvg
 from fedtempo.algorithms.mafl import MaflRounds, MaflSettings
-from fedtempo.client.local import LocalSpec, Update, train_local
+from fedtempo.client.local import HeldOut, LocalSpec, Update, train_local
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.experiment.config import ExperimentConfig, MaflConfig, TaskConfig
 from fedtempo.experiment.parts import (
@@ -144,7 +144,8 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
     # every training goes through the executor; the pool gets the trainers once
     trainers = {t.task: t.trainer for t in tasks}
     flops = min(t.profile.train_flops for t in tasks)
-    executor = make_executor(config, trainers, flops)
+    held_out = {t.task: t.evaluate for t in tasks if isinstance(t.evaluate, HeldOut)}
+    executor = make_executor(config, trainers, flops, held_out=held_out)
     env = simpy.Environment()
     uplink = SharedUplink(env, population.uplink) if config.devices.shared_uplink else None
     rt = Runtime(env, population, executor, recorder, streams, uplink)

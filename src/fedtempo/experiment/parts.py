@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from fedtempo.algorithms.protocol import RoundAlgorithm
 from fedtempo.algorithms.pruned import PrunedRounds
 from fedtempo.algorithms.splitfed import SplitFedRounds
-from fedtempo.client.local import LocalSpec, evaluate
+from fedtempo.client.local import HeldOut, LocalSpec
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.data import partition as part
 from fedtempo.data.datasets import ArrayDataset, DataBundle, load_digits, load_idx_pair
@@ -139,13 +138,9 @@ def initial_model(
     )
 
 
-def test_evaluator(
-    model: torch.nn.Module, test: ArrayDataset
-) -> Callable[[torch.Tensor], tuple[float, float]]:
+def test_evaluator(model: torch.nn.Module, test: ArrayDataset) -> HeldOut:
     """(accuracy, loss) of a flat parameter vector on ``test``, in a copy of ``model``."""
-    workspace = copy.deepcopy(model)
-    x, y = test.x, test.y
-    return lambda params: evaluate(workspace, params, x, y)
+    return HeldOut(copy.deepcopy(model), test.x, test.y)
 
 
 BATCH_BELOW_FLOPS = 1e5  # train FLOPs/sample under which batching clients paid (W-sim notes)
@@ -212,15 +207,17 @@ def make_executor(
     trainers: dict[int, ClientTrainer],
     train_flops: int,
     pool: WorkerPool | None = None,
+    held_out: dict[int, HeldOut] | None = None,
 ) -> Executor:
     """inline (lazy, in this thread; clients batched with vmap when ``batch_clients`` is on, or
-    auto and the model is tiny), process (a local pool: ``pool`` if one was started early), ray
-    (local or remote cluster), or auto (``resolve_executor``)."""
+    auto and the model is tiny), process (a local pool: ``pool`` if one was started early; it
+    may evaluate on the tasks' ``held_out`` sets), ray (local or remote cluster), or auto
+    (``resolve_executor``)."""
     kind, workers = resolve_executor(config, trainers, train_flops)
     if kind == "inline" and _batches_clients(config, train_flops):
         return BatchingExecutor(trainers)
     if kind == "process":
-        return ProcessExecutor(trainers, workers, pool)
+        return ProcessExecutor(trainers, workers, pool, held_out)
     if kind == "ray":
         from fedtempo.sim.distributed import RayExecutor
 

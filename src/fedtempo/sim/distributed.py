@@ -17,7 +17,7 @@ from fedtempo.algorithms.jobs import TrainingJob, run_job
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.errors import ConfigError
-from fedtempo.sim.executor import Handle
+from fedtempo.sim.executor import EvaluatesHere, Handle
 
 
 class _TrainerActor:
@@ -45,7 +45,7 @@ class _RayHandle:
         pass  # an actor task already queued runs anyway; its result is dropped
 
 
-class RayExecutor:
+class RayExecutor(EvaluatesHere):
     def __init__(
         self, trainers: dict[int, ClientTrainer], workers: int = 2, address: str | None = None
     ) -> None:

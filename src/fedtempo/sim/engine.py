@@ -68,7 +68,7 @@ class Simulation:
                 acc, loss = cached[1], cached[2]
             else:
                 self.executor.flush()  # the workers train while this thread evaluates
-                acc, loss = task.evaluate(task.model.params)
+                acc, loss = self.executor.evaluate(task.task, task.evaluate, task.model.params)
                 self._last_eval[task.task] = (version, acc, loss)
             self.recorder.evaluation(
                 self.env.now, task.task, version, task.model.updates_applied, acc, loss
@@ -90,17 +90,18 @@ class Simulation:
             until = until | after_instant(env, self.time_limit)
         try:
             env.run(until=until)
+            # what still waits to train will never be consumed: the last evaluation comes first
+            self.executor.stop_training()
+            if self.on_finish is not None:
+                self.on_finish()
+            if (
+                self.eval_interval <= 0
+                or not self.recorder.evaluations
+                or (self.recorder.evaluations[-1].time < env.now)
+            ):
+                self.evaluate_all()
         finally:
-            # what is still training will never be consumed: stop it before the last evaluation
             self.executor.close()
-        if self.on_finish is not None:
-            self.on_finish()
-        if (
-            self.eval_interval <= 0
-            or not self.recorder.evaluations
-            or (self.recorder.evaluations[-1].time < env.now)
-        ):
-            self.evaluate_all()
         return SimResult(
             self.recorder, {t.task: t.model.params.clone() for t in self.tasks}, float(env.now)
         )

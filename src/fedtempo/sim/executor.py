@@ -8,13 +8,19 @@ never be computed. Results must not depend on the executor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
+
+import torch
 
 from fedtempo.algorithms.jobs import TrainingJob, run_job
 from fedtempo.client.local import Update
 from fedtempo.client.trainer import ClientTrainer
 
 __all__ = ["BatchingExecutor", "Executor", "Handle", "InlineExecutor", "TrainingJob", "run_job"]
+
+Metrics = tuple[float, float]  # (accuracy, loss)
+Evaluator = Callable[[torch.Tensor], Metrics]
 
 
 class Handle(Protocol):
@@ -40,6 +46,16 @@ class Executor(Protocol):
         that trains in this thread (lazily) or starts each training as it is submitted."""
         ...
 
+    def evaluate(self, task: int, evaluator: Evaluator, params: torch.Tensor) -> Metrics:
+        """``evaluator(params)`` (task ``task``'s accuracy and loss), computed here or, to the
+        same bits, by the executor's idle workers."""
+        ...
+
+    def stop_training(self) -> None:
+        """The run is over: trainings not yet started are dropped (one already running may
+        finish); ``evaluate`` still works until ``close``."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -58,7 +74,19 @@ class _LazyHandle:
         pass  # never computed unless asked for
 
 
-class InlineExecutor:
+class EvaluatesHere:
+    """For an executor without workers of its own to lend: evaluations run in the caller's
+    thread; ``stop_training`` drops nothing (a lazy executor never starts a training whose
+    result is not asked for; Ray's actors run what they were sent, as on ``cancel``)."""
+
+    def evaluate(self, task: int, evaluator: Evaluator, params: torch.Tensor) -> Metrics:
+        return evaluator(params)
+
+    def stop_training(self) -> None:
+        pass
+
+
+class InlineExecutor(EvaluatesHere):
     """Trains in the simulator's own thread, when (and only if) the result is asked for."""
 
     def __init__(self, trainers: dict[int, ClientTrainer]) -> None:
@@ -95,7 +123,7 @@ STEP_SPREAD = 2.0  # a batch runs as long as its longest client: peers within th
 MIN_BATCH = 4  # fewer clients than this train one by one (vmap's cost per step is fixed)
 
 
-class BatchingExecutor:
+class BatchingExecutor(EvaluatesHere):
     """Lazy like InlineExecutor, but when a result is needed, the pending trainings of that
     task whose step counts are within ``STEP_SPREAD`` of its own (up to ``max_batch``, oldest
     first) run in one vectorised computation (``ClientTrainer.train_many``); with fewer than

@@ -33,11 +33,12 @@ import torch
 import torch.multiprocessing as tmp
 
 from fedtempo.algorithms.jobs import TrainingJob, job_spec, run_job
-from fedtempo.client.local import Update
+from fedtempo.client.local import HeldOut, Update
 from fedtempo.client.trainer import ClientTrainer
-from fedtempo.sim.executor import Handle
+from fedtempo.sim.executor import Evaluator, Handle, Metrics
 
 _TRAINERS: dict[int, ClientTrainer] = {}
+_HELD_OUT: dict[int, HeldOut] = {}
 _BARRIER: Any = None
 INSTALL_TIMEOUT_S = 300.0  # a worker that died before its install breaks the barrier
 
@@ -56,11 +57,14 @@ def _started() -> None:
     """A job that only makes the pool start a worker."""
 
 
-def _install(trainers: dict[int, ClientTrainer]) -> None:
+def _install(trainers: dict[int, ClientTrainer], held_out: dict[int, HeldOut]) -> None:
     """Sent once per worker: the barrier holds each worker in its install until every worker
     has one, so that no worker takes two and another none."""
     _BARRIER.wait(INSTALL_TIMEOUT_S)
     _TRAINERS.clear()
+    _HELD_OUT.clear()
+    for task, h in held_out.items():  # the data stays shared (read only), the workspace not
+        _HELD_OUT[task] = dataclasses.replace(h, model=copy.deepcopy(h.model))
     for task, trainer in trainers.items():
         # torch.multiprocessing sends module parameters as shared memory: every worker would
         # train on the same storage. Each worker needs a private workspace.
@@ -74,6 +78,7 @@ def _install(trainers: dict[int, ClientTrainer]) -> None:
 BY_VALUE_MAX = 1 << 20  # elements: vectors up to 4 MiB cross by value, larger by shared memory
 _EMPTY = torch.empty(0)
 Vector = np.ndarray | None  # a vector sent by value, or None (it travels in its tensor field)
+Part = tuple[int, list[float]]  # an evaluation's part: correct predictions, each batch's loss
 
 
 def by_value(t: torch.Tensor | None) -> Vector:
@@ -96,6 +101,11 @@ def _train(job: TrainingJob, start: Vector) -> tuple[Update, Vector, Vector]:
         keep=_EMPTY if keep is not None else update.keep,
     )
     return light, delta, keep
+
+
+def _evaluate(task: int, params: np.ndarray | torch.Tensor, first: int, last: int) -> Part:
+    vector = torch.from_numpy(params) if isinstance(params, np.ndarray) else params
+    return _HELD_OUT[task].part(vector, first, last)
 
 
 def _received(future: cf.Future[tuple[Update, Vector, Vector]]) -> Update:
@@ -165,11 +175,13 @@ class WorkerPool:
         for _ in range(workers):  # the pool starts a worker per job it cannot hand to an idle one
             self.pool.submit(_started)
 
-    def install(self, trainers: dict[int, ClientTrainer]) -> None:
-        """Every worker trains with ``trainers`` from its next job on (queued, not awaited: the
-        trainings submitted after it run after it)."""
+    def install(
+        self, trainers: dict[int, ClientTrainer], held_out: dict[int, HeldOut] | None = None
+    ) -> None:
+        """Every worker trains with ``trainers`` (and evaluates on ``held_out``, by task) from
+        its next job on (queued, not awaited: the jobs submitted after it run after it)."""
         for _ in range(self.workers):
-            self.pool.submit(_install, trainers)
+            self.pool.submit(_install, trainers, held_out or {})
 
     def close(self) -> None:
         """Tell the workers to exit, without waiting for them: they go while this process
@@ -179,17 +191,28 @@ class WorkerPool:
 
 class ProcessExecutor:
     """Runs trainings on a ``WorkerPool`` (of ``workers`` processes, started here unless
-    ``pool`` is one started earlier; the executor closes it)."""
+    ``pool`` is one started earlier; the executor closes it). An evaluation on a task's
+    ``held_out`` set asked for while no training is waiting or running (a synchronous round's
+    end, the run's end) is split over the workers in contiguous parts of its batches."""
 
     def __init__(
-        self, trainers: dict[int, ClientTrainer], workers: int = 2, pool: WorkerPool | None = None
+        self,
+        trainers: dict[int, ClientTrainer],
+        workers: int = 2,
+        pool: WorkerPool | None = None,
+        held_out: dict[int, HeldOut] | None = None,
     ) -> None:
         for t in trainers.values():
             t.source.share_memory()
+        self._held_out = held_out or {}
+        for h in self._held_out.values():
+            h.x.share_memory_()  # type: ignore[no-untyped-call]
+            h.y.share_memory_()  # type: ignore[no-untyped-call]
         self._workers = pool if pool is not None else WorkerPool(workers)
-        self._workers.install(trainers)
+        self._workers.install(trainers, self._held_out)
         self._trainers = trainers
         self._pending: list[_PoolHandle] = []
+        self._sent: list[cf.Future[tuple[Update, Vector, Vector]]] = []
 
     def submit(self, job: TrainingJob) -> Handle:
         if by_value(job.start) is None and not job.start.is_shared():  # type: ignore[no-untyped-call]
@@ -213,6 +236,28 @@ class ProcessExecutor:
             start = by_value(h.job.start)
             job = h.job if start is None else dataclasses.replace(h.job, start=_EMPTY)
             h.future = self._workers.pool.submit(_train, job, start)
+            self._sent.append(h.future)
+
+    def _idle(self) -> bool:
+        self._sent = [f for f in self._sent if not f.done()]
+        return not self._pending and not self._sent
+
+    def evaluate(self, task: int, evaluator: Evaluator, params: torch.Tensor) -> Metrics:
+        held = self._held_out.get(task)
+        if held is None or evaluator is not held or not self._idle():
+            return evaluator(params)  # beside the trainings, in this thread
+        vector = by_value(params)
+        sent = vector if vector is not None else params.clone().share_memory_()  # type: ignore[no-untyped-call]
+        parts = [
+            self._workers.pool.submit(_evaluate, task, sent, first, last)
+            for first, last in held.parts(self._workers.workers)
+        ]
+        return held.combine([p.result() for p in parts])
+
+    def stop_training(self) -> None:
+        self._pending.clear()
+        for f in self._sent:
+            f.cancel()  # one not yet started never runs
 
     def close(self) -> None:
         self._pending.clear()
