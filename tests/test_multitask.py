@@ -651,3 +651,28 @@ def test_a_model_past_its_drift_peak_is_planned_without_error():
     r = plan(p, size=False)
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(r.relaxed))
     assert np.isfinite(r.objective)
+
+
+def test_a_relative_gap_divides_each_weight_by_the_models_first_loss():
+    """mafl.relative_gap: phi_m / G_m (G_m at the first measurement, then fixed), so Psi_m is
+    the share of its first loss a model still has; off, the weights stay phi_m."""
+    from fedtempo.experiment.build import build
+    from fedtempo.sim import Recorder
+
+    terms = {}
+    for relative in (False, True):
+        config = validate_config(two_tasks("sca", warmup_rounds=1, relative_gap=relative))
+        built = build(config, Recorder())
+        prober = built.driver.algorithm.measure
+        params = {t.task: t.model.params for t in built.tasks}
+        first = prober(params, {t.task: None for t in built.tasks})
+        g = torch.Generator().manual_seed(0)  # (a constant shift moves every logit alike)
+        moved = {m: p + 0.3 * torch.randn(p.shape, generator=g) for m, p in params.items()}
+        second = prober(moved, params)
+        terms[relative] = (first, second, dict(prober.first_gap))
+    (plain1, plain2, _), (rel1, rel2, gaps) = terms[False], terms[True]
+    for m in (0, 1):
+        assert plain1[m].weight == plain2[m].weight == 1.0
+        assert gaps[m] == plain1[m].gap > 0 and rel2[m].gap != rel1[m].gap
+        assert rel1[m].weight == rel2[m].weight == pytest.approx(1.0 / gaps[m])
+        assert rel1[m].weight * rel1[m].gap == pytest.approx(1.0)

@@ -139,7 +139,8 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
     )
     chosen = scheduler(mc, ph, streams)
     weights = [tc.weight for tc in config.tasks]
-    prober = Prober([t.trainer for t in tasks], samples, weights, ProbeSettings(mc.batch), streams)
+    probes = ProbeSettings(mc.batch)
+    prober = Prober([t.trainer for t in tasks], samples, weights, probes, streams, mc.relative_gap)
     algorithm = MaflRounds(settings, chosen, ph, [t.workload() for t in tasks], prober)
     # every training goes through the executor; the pool gets the trainers once
     trainers = {t.task: t.trainer for t in tasks}

@@ -166,7 +166,8 @@ class MaflConfig(Section):
     (round-robin's sessions, its gamma and B). ``iterations`` and ``batch``: the baselines'
     gamma and B (and the optimiser's start). ``participation``: the weight of the optimiser's
     participation term (0: off), counting each device's sessions over the last
-    ``memory_rounds`` rounds and the planned horizon."""
+    ``memory_rounds`` rounds and the planned horizon. ``relative_gap``: each model's Psi counts
+    its loss as a share of its loss at the first measurement (phi_m / G_m, first)."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -186,6 +187,7 @@ class MaflConfig(Section):
     warmup_rounds: int = Field(2, ge=0)
     participation: float = Field(1.0, ge=0)
     memory_rounds: int = Field(12, ge=0)
+    relative_gap: bool = False
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:

@@ -44,7 +44,9 @@ class _Pools:
 
 class Prober:
     """Measures every model's ``TaskTerms``; ``samples`` (N x M) training samples per device
-    and model, ``weights`` phi_m."""
+    and model, ``weights`` phi_m. ``relative``: each model's phi_m is divided by its loss at
+    the first measurement, so that Psi_m counts the share of that loss still left (a warm
+    model's last points then weigh as much as a cold model's first ones)."""
 
     def __init__(
         self,
@@ -53,9 +55,12 @@ class Prober:
         weights: Sequence[float],
         settings: ProbeSettings,
         streams: Streams,
+        relative: bool = False,
     ) -> None:
         self.trainers, self.samples, self.weights = list(trainers), samples, list(weights)
         self.settings, self.streams = settings, streams
+        self.relative = relative
+        self.first_gap: dict[int, float] = {}
         self.measurements = 0
 
     @functools.cached_property
@@ -110,5 +115,9 @@ class Prober:
             relative, strays = np.ones(devices), np.zeros(devices)
             relative[pools.devices] = measured.relative_loss
             strays[pools.devices] = measured.relative_dissimilarity
-            out.append(terms_from(measured, curve, typical, self.weights[m], relative, strays))
+            terms = terms_from(measured, curve, typical, self.weights[m], relative, strays)
+            first = self.first_gap.setdefault(m, max(terms.gap, 1e-6))
+            if self.relative:
+                terms = dataclasses.replace(terms, weight=terms.weight / first)
+            out.append(terms)
         return tuple(out)

@@ -212,7 +212,8 @@ class ProcessExecutor:
         self._workers.install(trainers, self._held_out)
         self._trainers = trainers
         self._pending: list[_PoolHandle] = []
-        self._sent: list[cf.Future[tuple[Update, Vector, Vector]]] = []
+        # trainings sent and not yet done (a done one leaves from the pool's own thread)
+        self._sent: set[cf.Future[tuple[Update, Vector, Vector]]] = set()
 
     def submit(self, job: TrainingJob) -> Handle:
         if by_value(job.start) is None and not job.start.is_shared():  # type: ignore[no-untyped-call]
@@ -236,10 +237,10 @@ class ProcessExecutor:
             start = by_value(h.job.start)
             job = h.job if start is None else dataclasses.replace(h.job, start=_EMPTY)
             h.future = self._workers.pool.submit(_train, job, start)
-            self._sent.append(h.future)
+            self._sent.add(h.future)
+            h.future.add_done_callback(self._sent.discard)
 
     def _idle(self) -> bool:
-        self._sent = [f for f in self._sent if not f.done()]
         return not self._pending and not self._sent
 
     def evaluate(self, task: int, evaluator: Evaluator, params: torch.Tensor) -> Metrics:
@@ -256,7 +257,7 @@ class ProcessExecutor:
 
     def stop_training(self) -> None:
         self._pending.clear()
-        for f in self._sent:
+        for f in list(self._sent):
             f.cancel()  # one not yet started never runs
 
     def close(self) -> None:
