@@ -79,7 +79,7 @@ def batches(n: int, spec: LocalSpec, steps: int, generator: torch.Generator) -> 
     return out[:steps]
 
 
-class _Sgd:
+class Sgd:
     """torch.optim.SGD's step through its functional form (``torch.optim.sgd.sgd``, the same
     update with the same numerics). The ``SGD`` class's ``step`` imports torch._dynamo on its
     first call, 1.1 s of CPU in every process that trains: a pool worker's first training, the
@@ -157,7 +157,7 @@ def train_local(
     model.train()
     params = list(model.parameters())
     anchors = [p.detach().clone() for p in params] if spec.prox_mu > 0 else []
-    optimizer = _Sgd(params, spec)
+    optimizer = Sgd(params, spec)
     freezer = _Freezer(params, start, trainable) if trainable is not None else None
     loss_fn = nn.CrossEntropyLoss()
     total = torch.zeros((), dtype=torch.float64)

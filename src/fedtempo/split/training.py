@@ -14,19 +14,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedtempo.client.local import LocalSpec, batches
+from fedtempo.client.local import LocalSpec, Sgd, batches
 from fedtempo.errors import ConfigError
 from fedtempo.params import flatten, load_vector
 from fedtempo.split.models import client_part, server_part
 
 
-def _sgd(module: nn.Module, spec: LocalSpec) -> torch.optim.SGD | None:
+def _sgd(module: nn.Module, spec: LocalSpec) -> Sgd | None:
     params = list(module.parameters())
-    if not params:
-        return None
-    return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-    )
+    return Sgd(params, spec) if params else None
 
 
 def train_split(
@@ -56,7 +52,7 @@ def train_split(
     for idx in batches(len(y), spec, steps, generator):
         for opt in (opt_c, opt_s):
             if opt is not None:
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
         smashed = client(x[idx])  # client forward; goes up the link with y[idx]
         leaf = smashed.detach().requires_grad_(len(server) > 0)
         loss = loss_fn(server(leaf) if len(server) else smashed, y[idx])
