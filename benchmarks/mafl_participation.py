@@ -17,15 +17,13 @@ Results: benchmarks/results/mafl_participation.json.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import multiprocessing as mp
 import statistics
 import sys
 from typing import Any
 
 import numpy as np
 from common import write_results
-from w_mafl import SETTINGS, run_one
+from w_mafl import SETTINGS, run_all
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -60,14 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             over.append(f"mafl.participation={w}")
             jobs.append({"scheduler": "sca", "knob": f"participation{w:g}", "overrides": over})
     jobs = [j | {"config": config} for j in jobs]
-    ctx = mp.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, max_tasks_per_child=1)
-    with pool:
-        rows = list(pool.map(run_one, jobs))
-    failed = [r for r in rows if "error" in r]
-    for r in failed:
-        print(f"FAILED {r['knob']}: {r['error']}")
-    rows = [r for r in rows if "error" not in r]
+    rows, failed = run_all(jobs, args.jobs)
     figures: dict[str, float] = {"seeds": float(len(args.seeds))}
     for knob in dict.fromkeys(r["knob"] for r in rows):
         for k, v in _summary([r for r in rows if r["knob"] == knob]).items():

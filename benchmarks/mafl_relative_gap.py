@@ -20,16 +20,14 @@ Results: benchmarks/results/mafl_relative_gap.json.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
-import multiprocessing as mp
 import statistics
 import sys
 from typing import Any
 
 import numpy as np
 from common import RESULTS, write_results
-from w_mafl import BASELINES, SETTINGS, _versus, front, run_one
+from w_mafl import BASELINES, SETTINGS, _versus, front, run_all
 
 
 def _baseline(setting: str) -> list[tuple[float, float]]:
@@ -62,14 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 knob = f"{setting}_beta{beta:g}"
                 jobs.append({"scheduler": "sca", "knob": knob, "overrides": over})
                 jobs[-1]["config"] = str(SETTINGS[setting][0])
-    ctx = mp.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, max_tasks_per_child=1)
-    with pool:
-        rows = list(pool.map(run_one, jobs))
-    failed = [r for r in rows if "error" in r]
-    for r in failed:
-        print(f"FAILED {r['knob']}: {r['error']}")
-    rows = [r for r in rows if "error" not in r]
+    rows, failed = run_all(jobs, args.jobs)
     figures: dict[str, float] = {"seeds": float(len(args.seeds))}
     targets: dict[str, dict[str, Any]] = {}
     for setting in args.settings:

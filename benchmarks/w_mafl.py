@@ -141,16 +141,23 @@ def main(argv: list[str] | None = None) -> int:
                 over = [*common, f"mafl.scheduler={sched}", f"mafl.beta_e={beta}"]
                 jobs.append({"scheduler": sched, "knob": f"beta{beta:g}", "overrides": over})
     jobs = [j | {"config": str(config)} for j in jobs]
+    rows, failed = run_all(jobs, args.jobs)
+    report(rows, workload, args.quick, len(args.seeds))
+    return 1 if failed else 0
+
+
+def run_all(jobs: list[dict[str, Any]], workers: int) -> tuple[list[dict[str, Any]], int]:
+    """Every job through ``run_one`` on ``workers`` processes: (the runs that worked, in job
+    order; how many failed, each printed with its error)."""
     ctx = mp.get_context("spawn")
     # a fresh process per run: a study of many runs must not carry one run's memory into the next
-    pool = cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, max_tasks_per_child=1)
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1)
     with pool:
         rows = list(pool.map(run_one, jobs))
     failed = [r for r in rows if "error" in r]
     for r in failed:
         print(f"FAILED {r['scheduler']} {r['knob']} ({' '.join(r['overrides'])}): {r['error']}")
-    report([r for r in rows if "error" not in r], workload, args.quick, len(args.seeds))
-    return 1 if failed else 0
+    return [r for r in rows if "error" not in r], len(failed)
 
 
 def _points(rows: list[dict[str, Any]], figures: dict[str, float]) -> dict[str, list[Any]]:
