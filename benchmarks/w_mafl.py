@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "round-robin": [(5, 8), (10, 8), (20, 8), (40, 8), (5, 32), (10, 32), (20, 32), (40, 32)],
         "async-random": [(40, 8), (40, 32)],  # far below round-robin (0.5 against 0.85)
     }
-    betas = {v: [0.0, 0.003, 0.01] for v in OPTIMISERS}
+    betas = {v: [0.0, 0.001, 0.003, 0.01] for v in OPTIMISERS}
     if args.quick:
         knobs = {s: [(10, 32)] for s in BASELINES}
         betas = {"sca": [0.0, 0.1], "sca-schedule": [0.0], "sca-sizing": [0.0]}

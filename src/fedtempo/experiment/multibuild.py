@@ -22,6 +22,7 @@ from fedtempo.experiment.parts import (
 )
 from fedtempo.experiment.population import build_population
 from fedtempo.models.profile import build_model, profile_model
+from fedtempo.multitask.calibration import Calibration
 from fedtempo.multitask.optimised import Mode, Physics, SCAScheduler
 from fedtempo.multitask.probes import Prober, ProbeSettings
 from fedtempo.multitask.schedule import Schedule
@@ -112,6 +113,8 @@ def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanCo
         min_sessions=mc.min_sessions,
         mode=MODES[mc.scheduler],
         participation=mc.participation,
+        calibration=Calibration() if mc.calibrate else None,
+        drift_horizon_min=mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min,
     )
 
 

@@ -167,7 +167,11 @@ class MaflConfig(Section):
     gamma and B (and the optimiser's start). ``participation``: the weight of the optimiser's
     participation term (0: off), counting each device's sessions over the last
     ``memory_rounds`` rounds and the planned horizon. ``relative_gap``: each model's Psi counts
-    its loss as a share of its loss at the first measurement (phi_m / G_m, first)."""
+    its loss as a share of its loss at the first measurement (phi_m / G_m, first).
+    ``calibrate``: the optimiser takes each model's G and k from a learning curve fitted to the
+    losses measured at its plans against the progress of its committed sessions (false: from
+    each plan's probe round alone). ``drift_horizon_min``: the optimiser plans with each model's
+    drift horizon gamma0 at least this (None: ``iterations``; 0: the probe round's fit alone)."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -188,6 +192,8 @@ class MaflConfig(Section):
     participation: float = Field(1.0, ge=0)
     memory_rounds: int = Field(12, ge=0)
     relative_gap: bool = False
+    calibrate: bool = True
+    drift_horizon_min: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:

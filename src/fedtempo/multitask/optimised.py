@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -9,6 +10,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from fedtempo.alloc.mafl import Candidates, MaflProblem, Plan, plan
+from fedtempo.multitask.calibration import Calibration
 from fedtempo.multitask.schedule import Schedule
 from fedtempo.multitask.schedulers import PlanContext, round_robin
 
@@ -35,8 +37,8 @@ class Physics:
 
 @dataclass(frozen=True)
 class PlanRecord:
-    """One horizon's solve: the objective's history, the sessions planned and the solve time
-    (host seconds, a measurement)."""
+    """One horizon's solve: the objective's history, the sessions planned, the solve time
+    (host seconds, a measurement) and each model's G and k as the plan used them."""
 
     first_round: int
     relaxed: list[float]
@@ -45,6 +47,8 @@ class PlanRecord:
     objective: float
     sessions: int
     solve_s: float
+    gaps: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -53,7 +57,12 @@ class SCAScheduler:
     with the constants of every model's Psi_m taken from the context. ``mode``: "joint" (the
     optimiser), or one half of it alone (SPEC B's ablations): "schedule" (the optimiser's
     sessions at the nominal gamma and B) or "sizing" (round-robin's sessions, gamma and B
-    chosen by the optimiser). ``participation``: weight of the participation term."""
+    chosen by the optimiser). ``participation``: weight of the participation term.
+    ``calibration``: G and k from each model's learning curve along the run
+    (``fedtempo.multitask.calibration``); None: the probe's G and k at each plan.
+    ``drift_horizon_min``: each model's drift horizon gamma0 is planned with at least this
+    many local steps (the probe round's fit alone puts it at 1 step at most plans, where a
+    first step's large drop does not repeat; see the notes of issue 21)."""
 
     physics: Physics
     beta_e: float
@@ -63,14 +72,20 @@ class SCAScheduler:
     min_sessions: int = 0
     mode: Mode = "joint"
     participation: float = 1.0
+    calibration: Calibration | None = field(default_factory=Calibration)
+    drift_horizon_min: float = 0.0
     log: list[PlanRecord] = field(default_factory=list)
     needs_terms: ClassVar[bool] = True  # the server measures the surrogate's constants for it
 
     def problem(self, ctx: PlanContext) -> MaflProblem:
         ph = self.physics
         samples = np.where(ctx.has_data, ph.samples, 0.0).astype(float)
+        floor = self.drift_horizon_min
+        terms = tuple(
+            dataclasses.replace(t, local_steps=max(t.local_steps, floor)) for t in ctx.terms
+        )
         return MaflProblem(
-            terms=ctx.terms,
+            terms=terms,
             samples=samples,
             train_flops=ph.train_flops,
             speed=ph.speed,
@@ -98,8 +113,15 @@ class SCAScheduler:
         if len(ctx.terms) != ctx.models:
             raise ValueError("the MA-FL optimiser needs the surrogate's terms for every model")
         began = time.perf_counter()
+        if self.calibration is not None:
+            ctx = dataclasses.replace(
+                ctx, terms=self.calibration.calibrate(ctx.first_round, ctx.terms)
+            )
         fixed = _as_candidates(round_robin(ctx)) if self.mode == "sizing" else None
-        result = plan(self.problem(ctx), fixed, size=self.mode != "schedule")
+        problem = self.problem(ctx)
+        result = plan(problem, fixed, size=self.mode != "schedule")
+        if self.calibration is not None:
+            self.calibration.credit(ctx.first_round, problem, result.candidates, result)
         solve_s = time.perf_counter() - began
         out = to_schedule(ctx, result)
         self.log.append(
@@ -111,6 +133,8 @@ class SCAScheduler:
                 result.objective,
                 int(result.chosen.sum()),
                 solve_s,
+                [float(t.gap) for t in ctx.terms],
+                [float(t.rate) for t in ctx.terms],
             )
         )
         return out
