@@ -12,8 +12,8 @@ by the learning curve
 (a floor L_inf, the O(1/T) of SGD above it). From Q_now on, the curve is again of Psi's form:
 L(Q_now + P) - L_inf = G' / (1 + k' P) with G' = A / (1 + k Q_now) and k' = k / (1 + k Q_now),
 so the solver is unchanged; only G and k are replaced. With two measurements the floor is taken
-as 0 (one drop fixes A and k); from three on it is fitted too. One measurement: the probe's own
-G and k stand.
+as 0 (one drop fixes A and k); from three on it is fitted too, up to half the lowest loss
+measured. One measurement: the probe's own G and k stand.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ class LearningCurve:
 def fit_curve(progress: np.ndarray, loss: np.ndarray) -> LearningCurve | None:
     """Least squares (rate and floor on grids, the scale exactly) of ``loss`` against
     ``progress``; None below two points. The floor is fitted from three points on, within
-    [0, min loss); with two it is 0."""
+    [0, ``FLOOR_SHARE`` x the lowest loss] (a floor fitted right under the lowest loss would
+    call a model done on three noisy points, and a model left untrained stays at its loss,
+    which would confirm it); with two it is 0."""
     q, y = np.asarray(progress, dtype=float), np.asarray(loss, dtype=float)
     if len(q) < 2:
         return None
