@@ -61,8 +61,8 @@ class SCAScheduler:
     ``calibration``: G and k from each model's learning curve along the run
     (``fedtempo.multitask.calibration``); None: the probe's G and k at each plan.
     ``drift_horizon_min``: each model's drift horizon gamma0 is planned with at least this
-    many local steps (the probe round's fit alone puts it at 1 step at most plans, where a
-    first step's large drop does not repeat; see the notes of issue 21)."""
+    many local steps (the probe round's fit alone puts it at 1 step at most plans, while
+    round-robin gains 7 points from 5 to 40 iterations in W-mafl; see the MA-FL issue's notes)."""
 
     physics: Physics
     beta_e: float
