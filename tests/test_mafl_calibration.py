@@ -6,9 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from fedtempo.alloc.mafl import plan
 from fedtempo.multitask.calibration import Calibration, LearningCurve, fit_curve
+from fedtempo.multitask.estimate import curved_noise_scale
 from fedtempo.multitask.optimised import Physics, SCAScheduler
 from tests.test_multitask import context, problem
 
@@ -89,3 +92,35 @@ def test_the_drift_horizon_is_planned_at_least_at_its_floor_and_calibration_is_r
     # each plan records the G and k it used; the first plan's are the probe's own
     assert plain.log[0].gaps == [t.gap for t in ctx.terms]
     assert plain.log[0].rates == [t.rate for t in ctx.terms]
+
+
+def test_the_curved_noise_scale_matches_an_explicit_hessian():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 4)
+    x, y = torch.randn(16, 3), torch.randint(0, 4, (16,))
+    lr = 0.3
+    params = [p.detach() for p in model.parameters()]
+    sizes = [p.numel() for p in params]
+
+    def loss_of(flat: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        w, b = torch.split(flat, sizes)
+        out = xs @ w.reshape(4, 3).T + b
+        return nn.functional.cross_entropy(out, ys)
+
+    flat = torch.cat([p.reshape(-1) for p in params])
+    hess = torch.autograd.functional.hessian(lambda v: loss_of(v, x, y), flat)
+    each = torch.stack(
+        [
+            torch.autograd.functional.jacobian(
+                lambda v, i=i: loss_of(v, x[i : i + 1], y[i : i + 1]), flat
+            )
+            for i in range(16)
+        ]
+    )
+    g = each.mean(dim=0)
+    noise = each - g
+    spread = float(torch.einsum("ni,ij,nj->n", noise, hess, noise).mean())
+    expect = lr / 2 * spread / (float(g @ g) - lr / 2 * float(g @ hess @ g))
+    assert curved_noise_scale(model, x, y, lr) == pytest.approx(expect, rel=1e-4)
+    # a learning rate at which the full step no longer lowers the loss: the largest scale
+    assert curved_noise_scale(model, x, y, 1e4) == 1e6

@@ -142,7 +142,7 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
     )
     chosen = scheduler(mc, ph, streams)
     weights = [tc.weight for tc in config.tasks]
-    probes = ProbeSettings(mc.batch)
+    probes = ProbeSettings(mc.batch, curved_noise=mc.batch_noise == "curvature")
     prober = Prober([t.trainer for t in tasks], samples, weights, probes, streams, mc.relative_gap)
     algorithm = MaflRounds(settings, chosen, ph, [t.workload() for t in tasks], prober)
     # every training goes through the executor; the pool gets the trainers once

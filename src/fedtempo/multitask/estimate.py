@@ -6,7 +6,9 @@ Two server-side measurements per model, on samples of the devices' training data
   data-weighted mean gradient g, the gradient dissimilarity zeta^2 = sum rho_n ||g_n - g||^2
   (less its sampling noise), each device's loss relative to the mean, the per-sample gradient
   variance sigma^2 (``torch.func`` vmap) and, against the previous global model, the relative
-  change of the gradient over one server step xi = ||g - g_prev|| / ||g||;
+  change of the gradient over one server step xi = ||g - g_prev|| / ||g||, and the noise scale
+  of an SGD step at the training learning rate, weighted by the curvature (Hessian-vector
+  products): the batch noise B_noise the surrogate uses;
 - ``probe_round``: a few devices train from the global model on their own data for j = 1, 2, 4,
   ... local steps at the nominal batch; the loss of their data-weighted mean model on a pooled
   evaluation sample, as a function of j, is fitted by the surrogate's own form for one round,
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
 from fedtempo.alloc.mafl import TaskTerms, batch_factor
 from fedtempo.client.local import LocalSpec, train_local
@@ -44,6 +46,7 @@ class Probe:
     devices: int  # N
     relative_loss: np.ndarray  # per device: its loss over the data-weighted mean loss
     device_dissimilarity: np.ndarray  # per device: ||g_n - g||^2 less its sampling noise
+    curved_noise: float | None = None  # B_noise as the curvature sees it (None: not measured)
 
     @property
     def relative_dissimilarity(self) -> np.ndarray:
@@ -66,7 +69,8 @@ def _gradient(
     return float(loss.detach()), torch.cat(flat).detach().clone()
 
 
-def _per_sample_variance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def _per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each sample's loss gradient, flattened (samples x parameters)."""
     named = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss_of(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
@@ -74,8 +78,44 @@ def _per_sample_variance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
         return nn.functional.cross_entropy(out, yi.unsqueeze(0))
 
     grads = vmap(grad(loss_of), in_dims=(None, 0, 0))(named, x, y)
-    flat = torch.cat([g.reshape(len(y), -1) for g in grads.values()], dim=1)
+    return torch.cat([g.reshape(len(y), -1) for g in grads.values()], dim=1)
+
+
+def _per_sample_variance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    flat = _per_sample_gradients(model, x, y)
     return float(((flat - flat.mean(dim=0)) ** 2).sum(dim=1).mean())
+
+
+def curved_noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
+    """B_noise as an SGD step of learning rate ``lr`` feels it, on the samples (x, y). A step at
+    batch B lowers the loss by lr g^2 - (lr^2 / 2) (g'Hg + tr(H Sigma) / B) to second order
+    (H the Hessian, Sigma the per-sample gradient covariance), so its worth relative to a
+    full-batch step is 1 - c / B with c = (lr / 2) tr(H Sigma) / (g^2 - (lr / 2) g'Hg): the
+    first-order match of B / (B + B_noise). Unlike sigma^2 / g^2, noise along flat directions
+    costs nothing here. Hessian-vector products by ``torch.func.jvp``; 1e6 where the full step
+    itself would not lower the loss."""
+    named = {k: v.detach() for k, v in model.named_parameters()}
+    shapes = [v.shape for v in named.values()]
+
+    def loss_all(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(model, p, (x,)), y)
+
+    def hessian_times(v: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(v, [int(np.prod(s)) for s in shapes])
+        pieces = zip(named, shapes, parts, strict=True)
+        tangent = {k: t.reshape(s) for k, s, t in pieces}
+        out = jvp(grad(loss_all), (named,), (tangent,))[1]
+        return torch.cat([t.reshape(-1) for t in out.values()])
+
+    flat = _per_sample_gradients(model, x, y)
+    mean = flat.mean(dim=0)
+    noise = flat - mean
+    curvature = float(mean @ hessian_times(mean))
+    spread = float(np.mean([float(n @ hessian_times(n)) for n in noise]))
+    useful = float(mean @ mean) - lr / 2 * curvature
+    if useful <= 0:
+        return 1e6
+    return float(min(max(lr / 2 * spread / useful, 0.0), 1e6))
 
 
 def _mean_gradient(
@@ -95,11 +135,13 @@ def probe(
     pools: Sequence[Data],
     weights: np.ndarray,
     per_sample: int = 64,
+    lr: float | None = None,
 ) -> Probe:
     """Measure g^2, sigma^2, zeta^2, xi and the relative losses at ``params`` from the devices'
     samples ``pools`` (one (x, y) per device, data weights ``weights`` summing to 1);
-    ``previous`` is the global model one server step earlier (None: xi = 0). ``model`` is a
-    workspace."""
+    ``previous`` is the global model one server step earlier (None: xi = 0); with the learning
+    rate ``lr``, also the curvature-weighted noise scale (``curved_noise_scale``). ``model`` is
+    a workspace."""
     model.train()
     weights = np.asarray(weights, dtype=float) / float(np.sum(weights))
     g, per_device, losses = _mean_gradient(model, params, pools, weights)
@@ -117,7 +159,12 @@ def probe(
         g_prev, _, _ = _mean_gradient(model, previous, pools, weights)
         xi = float((g - g_prev).norm()) / g_sq**0.5
     relative = losses / max(float(weights @ losses), 1e-12)
-    return Probe(g_sq, variance, max(spread, 0.0), xi, len(pools), relative, np.maximum(each, 0.0))
+    curved = None
+    if lr is not None:
+        load_vector(model, params)
+        curved = curved_noise_scale(model, x_all, y_all, lr)
+    each = np.maximum(each, 0.0)
+    return Probe(g_sq, variance, max(spread, 0.0), xi, len(pools), relative, each, curved)
 
 
 STEP_GRID = (1, 2, 4, 8, 16, 32, 64)
@@ -211,11 +258,14 @@ def terms_from(
     relative_loss: np.ndarray | None = None,
     dissimilarity: np.ndarray | None = None,
 ) -> TaskTerms:
-    """TaskTerms from the probes: B_noise = sigma^2 / g^2, A0 = zeta^2 / (N g^2) and xi from
-    ``probe_``; G, k and gamma0 from the probe round ``curve`` (whose quality c is its share's
-    A / (A + A0) times its batch's B / (a B + B_noise); ``samples``: a typical device's data);
+    """TaskTerms from the probes: B_noise (as the curvature sees it where ``probe_`` measured
+    that, else sigma^2 / g^2), A0 = zeta^2 / (N g^2) and xi from ``probe_``; G, k and gamma0
+    from the probe round ``curve`` (whose quality c is its share's A / (A + A0) times its
+    batch's B / (a B + B_noise); ``samples``: a typical device's data);
     ``relative_loss`` and ``dissimilarity`` (N, or None) are passed through."""
     batch_noise = probe_.variance / probe_.grad_sq
+    if probe_.curved_noise is not None:
+        batch_noise = probe_.curved_noise
     spread = probe_.dissimilarity / (probe_.devices * probe_.grad_sq)
     per_step = batch_factor(np.array([float(curve.batch)]), np.array([samples]), batch_noise)
     quality = float(per_step[0]) * curve.share / (curve.share + max(spread, 1e-9))

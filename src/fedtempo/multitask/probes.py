@@ -26,12 +26,14 @@ from fedtempo.rng import Streams
 @dataclass(frozen=True)
 class ProbeSettings:
     """Sizes of the probes: pooled evaluation samples, samples per device, probe-round devices,
-    and the probe round's mini-batch."""
+    and the probe round's mini-batch; ``curved_noise``: B_noise weighted by the curvature at
+    the training learning rate (else sigma^2 / g^2)."""
 
     batch: int
     samples: int = 512
     per_device: int = 128
     devices: int = 4
+    curved_noise: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,12 @@ class Prober:
             rho = self.samples[:, m] / self.samples[:, m].sum()
             current = params[tr.task]
             measured = probe(
-                tr.model, current, previous[tr.task], pools.per_device, rho[pools.devices]
+                tr.model,
+                current,
+                previous[tr.task],
+                pools.per_device,
+                rho[pools.devices],
+                lr=tr.spec.lr if self.settings.curved_noise else None,
             )
             chosen = pools.round_devices
             gens = [
