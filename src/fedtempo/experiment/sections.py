@@ -172,8 +172,9 @@ class MaflConfig(Section):
     losses measured at its plans against the progress of its committed sessions (false: from
     each plan's probe round alone). ``drift_horizon_min``: the optimiser plans with each model's
     drift horizon gamma0 at least this (None: ``iterations``; 0: the probe round's fit alone).
-    ``batch_noise``: the surrogate's batch noise scale, "curvature" (an SGD step's noise cost
-    at the task's learning rate, from Hessian-vector products) or "gradient" (sigma^2 / g^2)."""
+    ``batch_noise``: the surrogate's batch noise scale, "gradient" (sigma^2 / g^2) or
+    "curvature" (an SGD step's noise cost at the task's learning rate, from Hessian-vector
+    products; a study: better in W-mafl's wide setting, worse in its base one)."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -196,7 +197,7 @@ class MaflConfig(Section):
     relative_gap: bool = False
     calibrate: bool = True
     drift_horizon_min: float | None = Field(None, ge=0)
-    batch_noise: Literal["curvature", "gradient"] = "curvature"
+    batch_noise: Literal["curvature", "gradient"] = "gradient"
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:

@@ -33,7 +33,7 @@ class ProbeSettings:
     samples: int = 512
     per_device: int = 128
     devices: int = 4
-    curved_noise: bool = True
+    curved_noise: bool = False
 
 
 @dataclass(frozen=True)
