@@ -12,8 +12,8 @@ from torch import nn
 from fedtempo.alloc.mafl import plan
 from fedtempo.multitask.calibration import Calibration, LearningCurve, fit_curve
 from fedtempo.multitask.estimate import curved_noise_scale
-from fedtempo.multitask.optimised import Physics, SCAScheduler
-from tests.test_multitask import context, problem
+from fedtempo.multitask.optimised import SCAScheduler
+from tests.test_multitask import context, planning_setup, problem
 
 
 def test_a_learning_curve_is_recovered_and_continues_in_psis_form():
@@ -53,7 +53,7 @@ def test_calibration_books_committed_sessions_and_replaces_gap_and_rate():
     nxt = ctx.first_round + 2
     # committed = started before the next plan; delivered = uploaded before it
     committed = [(s, u) for s, u in zip(starts, uploads, strict=True) if s < nxt]
-    lowered = [t.__class__(**{**t.__dict__, "gap": t.gap * 0.7}) for t in p.terms]
+    lowered = [dataclasses.replace(t, gap=t.gap * 0.7) for t in p.terms]
     second = cal.calibrate(nxt, tuple(lowered))
     assert {x.start for x in cal.booked} <= {int(s) for s, _ in committed}
     assert len(cal.booked) == len(committed)
@@ -68,16 +68,7 @@ def test_calibration_books_committed_sessions_and_replaces_gap_and_rate():
 
 
 def test_the_drift_horizon_is_planned_at_least_at_its_floor_and_calibration_is_recorded():
-    ctx = dataclasses.replace(context(3), terms=problem(context(3), 0.0).terms)
-    ph = Physics(
-        samples=problem(ctx, 0.0, seed=3).samples,
-        train_flops=np.array([3e6, 1e6, 2e4]),
-        speed=np.random.default_rng(3).uniform(0.5e9, 4e9, 8),
-        kappa=1e-28,
-        upload_j=np.full((8, 3), 0.05),
-        comm_s=np.full((8, 3), 0.5),
-        round_s=10.0,
-    )
+    ctx, ph = planning_setup(3)
     low = [t.local_steps for t in ctx.terms]
     assert min(low) < 30
     floored = SCAScheduler(ph, beta_e=0.01, drift_horizon_min=30.0)

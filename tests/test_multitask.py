@@ -599,17 +599,23 @@ def test_rounding_fills_every_channel_when_energy_is_free():
             assert not (free and used[c.upload[i]] < ctx.channels), (seed, i)
 
 
-def test_the_optimisers_halves_alone():
-    ctx = dataclasses.replace(context(3), terms=problem(context(3), 0.0).terms)
+def planning_setup(seed: int = 3) -> tuple[PlanContext, Physics]:
+    """A context with the surrogate's terms and the matching physics, for SCAScheduler."""
+    ctx = dataclasses.replace(context(seed), terms=problem(context(seed), 0.0).terms)
     ph = Physics(
-        samples=problem(ctx, 0.0, seed=3).samples,
+        samples=problem(ctx, 0.0, seed=seed).samples,
         train_flops=np.array([3e6, 1e6, 2e4]),
-        speed=np.random.default_rng(3).uniform(0.5e9, 4e9, 8),
+        speed=np.random.default_rng(seed).uniform(0.5e9, 4e9, 8),
         kappa=1e-28,
         upload_j=np.full((8, 3), 0.05),
         comm_s=np.full((8, 3), 0.5),
         round_s=10.0,
     )
+    return ctx, ph
+
+
+def test_the_optimisers_halves_alone():
+    ctx, ph = planning_setup(3)
     rr = round_robin(ctx)
     sizing = SCAScheduler(ph, beta_e=0.01, mode="sizing")(ctx)
     assert [(x.device, x.model, x.start, x.upload) for x in sizing.sessions()] == [

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedtempo.alloc.mafl import Candidates, MaflProblem, Plan, TaskTerms, coefficients
+from fedtempo.alloc.mafl.problem import arrival_weights
 
 CURVE_RATES = np.geomspace(1e-3, 1e1, 81)
 FLOOR_STEPS = 60
@@ -86,9 +87,7 @@ def session_progress(p: MaflProblem, c: Candidates, result: Plan) -> np.ndarray:
     """Each candidate's share of P_m at the plan's selection, gamma and B:
     s_i w_i h_i / (A_{m,u} + A0_m) (zero for the candidates not chosen)."""
     k = coefficients(p, c, result.gamma.astype(float), result.batch.astype(float))
-    slots = len(p.terms) * p.available.shape[1]
-    arrivals = np.bincount(k.slot, weights=k.share * result.chosen, minlength=slots)
-    return np.asarray(result.chosen * k.share * k.steps / (arrivals[k.slot] + k.spread[c.model]))
+    return np.asarray(arrival_weights(p, k, result.chosen) * k.steps)
 
 
 @dataclass

@@ -6,9 +6,9 @@ Two server-side measurements per model, on samples of the devices' training data
   data-weighted mean gradient g, the gradient dissimilarity zeta^2 = sum rho_n ||g_n - g||^2
   (less its sampling noise), each device's loss relative to the mean, the per-sample gradient
   variance sigma^2 (``torch.func`` vmap) and, against the previous global model, the relative
-  change of the gradient over one server step xi = ||g - g_prev|| / ||g||, and the noise scale
-  of an SGD step at the training learning rate, weighted by the curvature (Hessian-vector
-  products): the batch noise B_noise the surrogate uses;
+  change of the gradient over one server step xi = ||g - g_prev|| / ||g||; given the training
+  learning rate, also the noise scale of an SGD step weighted by the curvature (Hessian-vector
+  products), which then stands for B_noise instead of sigma^2 / g^2;
 - ``probe_round``: a few devices train from the global model on their own data for j = 1, 2, 4,
   ... local steps at the nominal batch; the loss of their data-weighted mean model on a pooled
   evaluation sample, as a function of j, is fitted by the surrogate's own form for one round,

@@ -238,6 +238,14 @@ def coefficients(
     )
 
 
+def arrival_weights(p: MaflProblem, k: Coefficients, s: np.ndarray) -> np.ndarray:
+    """Per candidate at selection s: s_i w_i / (A_{m,u} + A0_m), its weight in its (model,
+    upload round) slot's FedAvg step; times h_i it is the candidate's share of P_m."""
+    slots = len(p.terms) * p.available.shape[1]
+    arrivals = np.bincount(k.slot, weights=k.share * s, minlength=slots)
+    return np.asarray(s * k.share / (arrivals[k.slot] + k.spread[k.slot // p.available.shape[1]]))
+
+
 def _progress(p: MaflProblem, k: Coefficients, s: np.ndarray, mean: bool) -> np.ndarray:
     """P_m at selection s (exact, or with every session at its model's mean h: the S-step)."""
     n_mod, horizon = len(p.terms), p.available.shape[1]

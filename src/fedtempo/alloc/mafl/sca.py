@@ -18,6 +18,7 @@ from fedtempo.alloc.mafl.problem import (
     _onehot,
     _population,
     _terms_array,
+    arrival_weights,
     batch_factor,
     candidates,
     coefficients,
@@ -168,9 +169,7 @@ class _Pairs:
 
 
 def _pairs(p: MaflProblem, c: Candidates, chosen: np.ndarray, k: Coefficients) -> _Pairs:
-    n_mod, horizon = len(p.terms), p.available.shape[1]
-    arrivals = np.bincount(k.slot, weights=k.share * chosen, minlength=n_mod * horizon)
-    per_session = chosen * k.share / (arrivals[k.slot] + k.spread[c.model])
+    per_session = arrival_weights(p, k, chosen)
     counts = np.zeros(p.samples.shape)
     weight = np.zeros(p.samples.shape)
     np.add.at(counts, (c.device, c.model), chosen)
