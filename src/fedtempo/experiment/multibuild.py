@@ -115,6 +115,7 @@ def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanCo
         participation=mc.participation,
         calibration=Calibration() if mc.calibrate else None,
         drift_horizon_min=mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min,
+        model_share=mc.model_share,
     )
 
 

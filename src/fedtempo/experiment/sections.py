@@ -174,7 +174,9 @@ class MaflConfig(Section):
     drift horizon gamma0 at least this (None: ``iterations``; 0: the probe round's fit alone).
     ``batch_noise``: the surrogate's batch noise scale, "gradient" (sigma^2 / g^2) or
     "curvature" (an SGD step's noise cost at the task's learning rate, from Hessian-vector
-    products; a study: better in W-mafl's wide setting, worse in its base one)."""
+    products; a study: better in W-mafl's wide setting, worse in its base one).
+    ``model_share``: the optimiser gives every model at least this share of an equal split of
+    each horizon's free upload slots (lowered for a horizon where no schedule meets it)."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -198,6 +200,7 @@ class MaflConfig(Section):
     calibrate: bool = True
     drift_horizon_min: float | None = Field(None, ge=0)
     batch_noise: Literal["curvature", "gradient"] = "gradient"
+    model_share: float = Field(1.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:

@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from fedtempo.alloc.mafl import Candidates, MaflProblem, Plan, plan
+from fedtempo.alloc.pruning import Infeasible
 from fedtempo.multitask.calibration import Calibration
 from fedtempo.multitask.schedule import Schedule
 from fedtempo.multitask.schedulers import PlanContext, round_robin
@@ -49,6 +50,7 @@ class PlanRecord:
     solve_s: float
     gaps: list[float] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
+    floor: int = 0  # the sessions per model the plan had to give every model
 
 
 @dataclass
@@ -62,7 +64,10 @@ class SCAScheduler:
     (``fedtempo.multitask.calibration``); None: the probe's G and k at each plan.
     ``drift_horizon_min``: each model's drift horizon gamma0 is planned with at least this
     many local steps (the probe round's fit alone puts it at 1 step at most plans, while
-    round-robin gains 7 points from 5 to 40 iterations in W-mafl; see the MA-FL issue's notes)."""
+    round-robin gains 7 points from 5 to 40 iterations in W-mafl; see the MA-FL issue's notes).
+    ``model_share``: every model gets at least floor(model_share x the horizon's free upload
+    slots / M) sessions (or ``min_sessions``, if more); where no schedule meets that floor, it is
+    lowered by a quarter at a time until one does (``min_sessions`` itself is never lowered)."""
 
     physics: Physics
     beta_e: float
@@ -74,15 +79,16 @@ class SCAScheduler:
     participation: float = 1.0
     calibration: Calibration | None = field(default_factory=Calibration)
     drift_horizon_min: float = 0.0
+    model_share: float = 0.0
     log: list[PlanRecord] = field(default_factory=list)
     needs_terms: ClassVar[bool] = True  # the server measures the surrogate's constants for it
 
-    def problem(self, ctx: PlanContext) -> MaflProblem:
+    def problem(self, ctx: PlanContext, min_sessions: int | None = None) -> MaflProblem:
         ph = self.physics
         samples = np.where(ctx.has_data, ph.samples, 0.0).astype(float)
-        floor = self.drift_horizon_min
+        drift = self.drift_horizon_min
         terms = tuple(
-            dataclasses.replace(t, local_steps=max(t.local_steps, floor)) for t in ctx.terms
+            dataclasses.replace(t, local_steps=max(t.local_steps, drift)) for t in ctx.terms
         )
         return MaflProblem(
             terms=terms,
@@ -104,7 +110,7 @@ class SCAScheduler:
             max_iterations=self.max_iterations,
             batch_range=self.batch_range,
             energy_budget=self.energy_budget,
-            min_sessions=self.min_sessions,
+            min_sessions=self.min_sessions if min_sessions is None else min_sessions,
             recent=ctx.recent,
             participation=self.participation,
         )
@@ -118,8 +124,14 @@ class SCAScheduler:
                 ctx, terms=self.calibration.calibrate(ctx.first_round, ctx.terms)
             )
         fixed = _as_candidates(round_robin(ctx)) if self.mode == "sizing" else None
-        problem = self.problem(ctx)
-        result = plan(problem, fixed, size=self.mode != "schedule")
+        for floor in self.floors(ctx):
+            problem = self.problem(ctx, floor)
+            try:
+                result = plan(problem, fixed, size=self.mode != "schedule")
+                break
+            except Infeasible:
+                if floor == self.min_sessions:
+                    raise
         if self.calibration is not None:
             self.calibration.credit(ctx.first_round, problem, result.candidates, result)
         solve_s = time.perf_counter() - began
@@ -135,9 +147,21 @@ class SCAScheduler:
                 solve_s,
                 [float(t.gap) for t in ctx.terms],
                 [float(t.rate) for t in ctx.terms],
+                problem.min_sessions,
             )
         )
         return out
+
+    def floors(self, ctx: PlanContext) -> list[int]:
+        """The per-model session floors to try, highest first: the model share's (down by a
+        quarter at a time while above ``min_sessions``), then ``min_sessions``."""
+        free = float(np.sum(np.maximum(ctx.channels - ctx.channel_used, 0)))
+        top = int(self.model_share * free / max(ctx.models, 1)) if self.mode != "sizing" else 0
+        out = []
+        while top > self.min_sessions:
+            out.append(top)
+            top = min(top - 1, int(0.75 * top))
+        return [*out, self.min_sessions]
 
 
 def _as_candidates(schedule: Schedule) -> Candidates:

@@ -61,11 +61,14 @@ class _Selection:
         self.chosen[add] = 0.0
         return out
 
-    def best_addition(self) -> tuple[float, int]:
-        """The fitting candidate whose addition gives the lowest J (inf, -1: none fits); ties go
-        to the lowest index."""
+    def best_addition(self, model: int | None = None) -> tuple[float, int]:
+        """The fitting candidate (of ``model`` only, if given) whose addition gives the lowest
+        J (inf, -1: none fits); ties go to the lowest index."""
         values = added_values(self.p, self.c, self.chosen, self.k)
-        fitting = np.flatnonzero((self.chosen == 0) & self.all_fit())
+        free = (self.chosen == 0) & self.all_fit()
+        if model is not None:
+            free &= self.c.model == model
+        fitting = np.flatnonzero(free)
         if len(fitting) == 0:
             return np.inf, -1
         i = int(fitting[int(np.argmin(values[fitting]))])
@@ -107,18 +110,32 @@ def added_values(p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients) 
 
 def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coefficients) -> np.ndarray:
     """Round a relaxed selection, each step lowering the exact J:
+    0. first reserve ``min_sessions`` per model: its candidates by decreasing relaxed value,
+       each kept if it fits (Infeasible if a model falls short);
     1. take candidates by decreasing relaxed value, keeping one if it fits (device free,
        channel free, budget) and lowers J;
     2. add, best first, any fitting candidate that still lowers J (the concave penalty drives
        small fractions to 0, and those can still pay for themselves);
     3. swap: replace a chosen session by the best one that fits in its place, if J falls (the
        penalised relaxation stops at a vertex near its start, e.g. every session on the one
-       cheap device where spreading them is better); up to ``SWAP_PASSES`` passes;
-    4. top up models short of ``min_sessions`` with their best fitting candidates (Infeasible
-       if that fails)."""
+       cheap device where spreading them is better), by one of the same model where the
+       model is at its minimum; up to ``SWAP_PASSES`` passes."""
     sel = _Selection(p, c, k)
-    current = sel.value()
     order = np.argsort(-relaxed, kind="stable")
+    count = np.zeros(len(p.terms), dtype=np.int64)
+    for m in range(len(p.terms)) if p.min_sessions > 0 else ():
+        for i in (int(i) for i in order if c.model[i] == m):
+            if count[m] >= p.min_sessions:
+                break
+            if sel.fits(i):
+                sel.take(i)
+                count[m] += 1
+        if count[m] < p.min_sessions:
+            raise Infeasible(
+                f"MA-FL rounding: model {m} gets {int(count[m])} session(s), "
+                f"needs {p.min_sessions} (channels, devices or energy budget exhausted)"
+            )
+    current = sel.value()
     for i in (int(i) for i in order):
         if relaxed[i] > 1e-6 and sel.fits(i) and (value := sel.value(i)) < current:
             sel.take(i)
@@ -130,7 +147,9 @@ def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coeffici
         improved = False
         for i in [int(i) for i in np.flatnonzero(sel.chosen)]:
             sel.drop(i)
-            value, j = sel.best_addition()
+            m = int(c.model[i])
+            short = sel.chosen[c.model == m].sum() < p.min_sessions
+            value, j = sel.best_addition(m if short else None)
             if value < current - 1e-12 * max(1.0, abs(current)):
                 sel.take(j)
                 current, improved = value, True
@@ -138,16 +157,4 @@ def round_greedy(p: MaflProblem, c: Candidates, relaxed: np.ndarray, k: Coeffici
                 sel.take(i)
         if not improved:
             break
-    chosen = sel.chosen
-    for m in range(len(p.terms)):
-        for i in (int(i) for i in order if c.model[i] == m):
-            if chosen[c.model == m].sum() >= p.min_sessions:
-                break
-            if chosen[i] == 0 and sel.fits(i):
-                sel.take(i)
-        if chosen[c.model == m].sum() < p.min_sessions:
-            raise Infeasible(
-                f"MA-FL rounding: model {m} gets {int(chosen[c.model == m].sum())} session(s), "
-                f"needs {p.min_sessions} (channels, devices or energy budget exhausted)"
-            )
-    return chosen
+    return sel.chosen
