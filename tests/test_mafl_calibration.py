@@ -115,3 +115,18 @@ def test_the_curved_noise_scale_matches_an_explicit_hessian():
     assert curved_noise_scale(model, x, y, lr) == pytest.approx(expect, rel=1e-4)
     # a learning rate at which the full step no longer lowers the loss: the largest scale
     assert curved_noise_scale(model, x, y, 1e4) == 1e6
+
+
+def test_the_curvature_batch_noise_reaches_the_plans_from_the_config():
+    from fedtempo.experiment.config import validate as validate_config
+    from fedtempo.experiment.results import run_experiment
+    from tests.test_multitask import two_tasks
+
+    def plans(noise: str) -> list[dict]:
+        config = validate_config(two_tasks("sca", warmup_rounds=2, batch_noise=noise))
+        return run_experiment(config, None)[0]["plans"]
+
+    gradient, curvature = plans("gradient"), plans("curvature")
+    # the first plan has the same G and k (the probe round's), but sizes with another B_noise
+    assert gradient[0]["gaps"] == curvature[0]["gaps"]
+    assert gradient[0]["sizing"] != curvature[0]["sizing"]
