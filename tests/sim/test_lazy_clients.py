@@ -3,6 +3,8 @@ the same on the process pool (each worker generates what it trains) as inline.""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import simpy
@@ -126,8 +128,12 @@ def test_vectors_cross_by_value_or_by_shared_memory_with_the_same_bits(
         processes = list(executor._workers.pool._processes.values())  # type: ignore[union-attr]
     finally:
         executor.close()
+    # the pool's own thread joins its workers too: whichever of the two reaps a worker first, the
+    # other's waitpid finds no child and reads no status yet, so wait until the status is known
+    deadline = time.monotonic() + 10
     for p in processes:
-        p.join(timeout=10)
+        while p.exitcode is None and time.monotonic() < deadline:
+            p.join(timeout=0.05)
         assert p.exitcode == 0
 
 
