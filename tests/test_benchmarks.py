@@ -33,3 +33,30 @@ def test_benchmark_runs_quick(script: str) -> None:
     payload = json.loads((BENCH / "results" / name).read_text())
     assert payload["figures"] and payload["targets"]
     assert all("met" in t for t in payload["targets"].values())
+
+
+def test_w_mafl_pairs_each_optimiser_point_with_the_best_baseline_on_the_same_seeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A point behind on the median of levels can be ahead seed by seed: one seed where every
+    scheduler does badly must not decide the comparison."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import w_mafl
+
+    def row(sched: str, knob: str, seed: int, acc: float, energy: float) -> dict[str, object]:
+        return {"scheduler": sched, "knob": knob, "seed": seed, "accuracy": acc, "energy": energy}
+
+    best = ("round-robin", "gamma40-B32")
+    rows = [row(*best, s, a, 100.0) for s, a in [(0, 0.70), (1, 0.91), (2, 0.92)]]
+    rows += [row("sca", "beta0", s, a, 40.0) for s, a in [(0, 0.72), (1, 0.89), (2, 0.93)]]
+    rows += [row("sca", "beta1", s, a, 20.0) for s, a in [(0, 0.60), (1, 0.80), (2, 0.93)]]
+    rows += [row("sca-schedule", "beta0", s, 0.5, 10.0) for s in range(3)]
+    figures: dict[str, float] = {}
+    out = w_mafl.paired(rows, best, figures)
+    assert figures["sca_beta0_paired_accuracy_gain"] == pytest.approx(0.01)
+    assert figures["sca_beta0_paired_energy_ratio"] == pytest.approx(0.4)
+    assert figures["sca_beta0_paired_seeds_at_least_best_baseline"] == 2
+    assert figures["sca_beta1_paired_accuracy_gain"] < 0
+    assert out["sca_paired_energy_ratio_at_best_baseline_accuracy"] == pytest.approx(0.4)
+    assert out["sca-schedule_paired_energy_ratio_at_best_baseline_accuracy"] == -1.0
+    assert out["sca-sizing_paired_energy_ratio_at_best_baseline_accuracy"] == -1.0
