@@ -38,7 +38,7 @@ from fedtempo.algorithms.protocol import (
     WaitUntil,
     Workload,
 )
-from fedtempo.alloc.mafl import TaskTerms
+from fedtempo.alloc.mafl import TaskTerms, visit_work
 from fedtempo.multitask.optimised import Physics
 from fedtempo.multitask.schedule import Schedule, Session, validate
 from fedtempo.multitask.schedulers import PlanContext, round_robin
@@ -156,9 +156,13 @@ class MaflRounds:
             params = {m: st.params for m, st in state.models.items()}
             terms = self.measure(params, state.previous)
         recent = np.zeros(self.physics.samples.shape)
+        recent_work = np.zeros(self.physics.samples.shape)
         for x in state.sessions:
             if x.start >= first - s.memory_rounds:
                 recent[x.device, x.model] += 1
+                recent_work[x.device, x.model] += visit_work(
+                    x.iterations * x.batch, s.iterations * s.batch
+                )
         return PlanContext(
             first_round=first,
             horizon=horizon,
@@ -172,6 +176,7 @@ class MaflRounds:
             batch=s.batch,
             terms=terms,
             recent=recent,
+            recent_work=recent_work,
         )
 
     def commit(self, state: MaflState, first: int, until: int, view: RoundView) -> None:

@@ -113,6 +113,7 @@ def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanCo
         min_sessions=mc.min_sessions,
         mode=MODES[mc.scheduler],
         participation=mc.participation,
+        work_visits=mc.work_visits,
         calibration=Calibration() if mc.calibrate else None,
         drift_horizon_min=mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min,
         model_share=mc.model_share,

@@ -176,7 +176,9 @@ class MaflConfig(Section):
     "curvature" (an SGD step's noise cost at the task's learning rate, from Hessian-vector
     products; a study: better in W-mafl's wide setting, worse in its base one).
     ``model_share``: the optimiser gives every model at least this share of an equal split of
-    each horizon's free upload slots (lowered for a horizon where no schedule meets it)."""
+    each horizon's free upload slots (lowered for a horizon where no schedule meets it).
+    ``work_visits``: the participation term counts a session by the share of the nominal
+    ``iterations`` x ``batch`` samples it trains on (at most 1), not as 1 whatever its size."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -201,6 +203,7 @@ class MaflConfig(Section):
     drift_horizon_min: float | None = Field(None, ge=0)
     batch_noise: Literal["curvature", "gradient"] = "gradient"
     model_share: float = Field(1.0, ge=0, le=1)
+    work_visits: bool = False
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:

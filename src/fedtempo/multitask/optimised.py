@@ -67,7 +67,9 @@ class SCAScheduler:
     round-robin gains 7 points from 5 to 40 iterations in W-mafl; see the MA-FL issue's notes).
     ``model_share``: every model gets at least floor(model_share x the horizon's free upload
     slots / M) sessions (or ``min_sessions``, if more); where no schedule meets that floor, it is
-    lowered by a quarter at a time until one does (``min_sessions`` itself is never lowered)."""
+    lowered by a quarter at a time until one does (``min_sessions`` itself is never lowered).
+    ``work_visits``: the participation term counts each session, planned or recent, by
+    ``visit_work`` of its samples (a session sized down to 8 samples is not a visit)."""
 
     physics: Physics
     beta_e: float
@@ -80,6 +82,7 @@ class SCAScheduler:
     calibration: Calibration | None = field(default_factory=Calibration)
     drift_horizon_min: float = 0.0
     model_share: float = 0.0
+    work_visits: bool = False
     log: list[PlanRecord] = field(default_factory=list)
     needs_terms: ClassVar[bool] = True  # the server measures the surrogate's constants for it
 
@@ -111,8 +114,9 @@ class SCAScheduler:
             batch_range=self.batch_range,
             energy_budget=self.energy_budget,
             min_sessions=self.min_sessions if min_sessions is None else min_sessions,
-            recent=ctx.recent,
+            recent=ctx.recent_work if self.work_visits else ctx.recent,
             participation=self.participation,
+            work_visits=self.work_visits,
         )
 
     def __call__(self, ctx: PlanContext) -> Schedule:

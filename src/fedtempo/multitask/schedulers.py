@@ -27,7 +27,8 @@ class PlanContext:
     ``iterations`` x ``batch`` (download, compute, upload). ``busy_until[n]``: absolute round
     from which device n is free. ``channel_used[t]``: uploads already committed in round t.
     ``terms``: the current constants of every model's surrogate (for the optimiser);
-    ``recent[n, m]``: sessions of m on n that started in the recent past (None: not counted).
+    ``recent[n, m]``: sessions of m on n that started in the recent past (None: not counted);
+    ``recent_work[n, m]``: the same sessions, each counted by ``visit_work`` of its samples.
     """
 
     first_round: int
@@ -42,6 +43,7 @@ class PlanContext:
     batch: int
     terms: tuple[TaskTerms, ...] = ()
     recent: np.ndarray | None = None
+    recent_work: np.ndarray | None = None
 
     @property
     def devices(self) -> int:

@@ -61,6 +61,7 @@ from fedtempo.alloc.mafl.problem import (
     effective_steps,
     objective,
     participation,
+    visit_work,
 )
 from fedtempo.alloc.mafl.rounding import round_greedy
 from fedtempo.alloc.mafl.sca import (
@@ -91,4 +92,5 @@ __all__ = [
     "round_greedy",
     "size_sessions",
     "starting_iterations",
+    "visit_work",
 ]

@@ -58,6 +58,13 @@ def drift_peak(local_steps: np.ndarray | float, drift_decay: np.ndarray | float)
         return np.asarray(np.where(drift_decay > 0, local_steps * (1 / drift_decay - 1), np.inf))
 
 
+def visit_work(processed: np.ndarray | float, nominal: float) -> np.ndarray:
+    """A session's weight as a visit: min(1, samples it trains on / the nominal session's).
+    FedNova's objective inconsistency weighs a device by its visits times its local steps, so a
+    session sized down to a few samples leaves its device as unrepresented as no session."""
+    return np.asarray(np.minimum(1.0, np.asarray(processed, dtype=float) / max(nominal, 1.0)))
+
+
 def _population(samples: np.ndarray, batch_noise: np.ndarray | float) -> np.ndarray:
     """a = 1 - B_noise / D, kept at least 0.05 (tiny datasets are all but noise-free anyway)."""
     return np.asarray(np.clip(1.0 - batch_noise / np.maximum(samples, 1.0), 0.05, 1.0))
@@ -97,6 +104,7 @@ class MaflProblem:
     recent: np.ndarray | None = None  # sessions of (n, m) in the recent past (N x M)
     participation: float = 1.0  # weight of the participation term (0: off)
     visit_offset: float = 1.0  # c in rho z / (c + sessions)
+    work_visits: bool = False  # a session counts as min(1, its samples / the nominal) visits
 
     @property
     def rho(self) -> np.ndarray:
@@ -109,6 +117,13 @@ class MaflProblem:
         """Energy of one session of each (n, m) at (gamma, B) (N x M)."""
         per_flop = self.kappa * self.speed[:, None] ** 2
         return np.asarray(per_flop * self.train_flops[None, :] * batch * gamma + self.upload_j)
+
+    def work(self, gamma: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """How much of a visit one session of each (n, m) at (gamma, B) is to the participation
+        term (N x M): 1, or with ``work_visits`` ``visit_work`` of its gamma B samples."""
+        if not self.work_visits:
+            return np.ones(self.samples.shape)
+        return visit_work(gamma * batch, self.iterations * self.batch)
 
     def compute_budget_s(self) -> np.ndarray:
         """Seconds of compute a session may take within its rounds (N x M)."""
@@ -210,6 +225,7 @@ class Coefficients:
     pair: np.ndarray  # n M + m of each candidate
     cover: np.ndarray  # phi G rho z per pair (N M)
     visits: np.ndarray  # c + recent sessions per pair (N M)
+    work: np.ndarray  # per candidate: its weight as a visit (1 unless work_visits)
 
 
 def coefficients(
@@ -235,6 +251,7 @@ def coefficients(
         pair=n * n_mod + m,
         cover=p.coverage().ravel(),
         visits=p.visits().ravel(),
+        work=p.work(gamma, batch)[n, m],
     )
 
 
@@ -271,6 +288,7 @@ def objective(
 def participation(k: Coefficients, s: np.ndarray) -> float:
     """sum over (n, m) of phi G rho z / (c + recent + planned sessions): under non-IID data,
     FedAvg over uneven visits converges to an objective that weighs the rarely visited devices
-    less, by as much as their data strays (z). Convex and decreasing in the visit counts."""
-    planned = np.bincount(k.pair, weights=s, minlength=len(k.visits))
+    less, by as much as their data strays (z). Convex and decreasing in the visit counts (each
+    session counted by ``k.work``)."""
+    planned = np.bincount(k.pair, weights=s * k.work, minlength=len(k.visits))
     return float((k.cover / (k.visits + planned)).sum())

@@ -96,13 +96,13 @@ def added_values(p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients) 
     step = moved / (share + spread)
     progress = step.reshape(n_mod, horizon).sum(axis=1)
     psi = k.weight * k.gap / (1 + k.rate * progress)
-    planned = np.bincount(k.pair, weights=s, minlength=len(k.visits))
+    planned = np.bincount(k.pair, weights=s * k.work, minlength=len(k.visits))
     left_out = k.cover / (k.visits + planned)
     base = psi.sum() + left_out.sum() + p.beta_e * float(k.energy @ s)
     slot, m, pair = k.slot, c.model, k.pair
     new_step = (moved[slot] + k.share * k.steps) / (share[slot] + k.share + spread[slot])
     new_psi = k.weight[m] * k.gap[m] / (1 + k.rate[m] * (progress[m] + new_step - step[slot]))
-    new_left_out = k.cover[pair] / (k.visits[pair] + planned[pair] + 1)
+    new_left_out = k.cover[pair] / (k.visits[pair] + planned[pair] + k.work)
     return np.asarray(
         base + (new_psi - psi[m]) + (new_left_out - left_out[pair]) + p.beta_e * k.energy
     )

@@ -82,7 +82,7 @@ def _penalty(p: MaflProblem, c: Candidates, k: Coefficients) -> float:
         return p.penalty
     m = c.model
     gain = k.weight[m] * k.gap[m] * k.rate[m] * k.mean_steps[m] * k.share / k.spread[m]
-    gain = gain + k.cover[k.pair] / k.visits[k.pair] ** 2
+    gain = gain + k.work * k.cover[k.pair] / k.visits[k.pair] ** 2
     return float(np.mean(np.abs(p.beta_e * k.energy - gain))) if len(m) else 0.0
 
 
@@ -105,7 +105,8 @@ def relax_schedule(
     progress = cp.multiply(k.mean_steps, per_model @ quality)
     psi = cp.multiply(k.weight * k.gap, cp.inv_pos(1 + cp.multiply(k.rate, progress)))
     covered = np.flatnonzero(k.cover > 0)  # pairs the participation term charges
-    visits = _onehot(k.pair, len(k.visits))[covered] @ s + k.visits[covered]
+    counted = _onehot(k.pair, len(k.visits)) @ sp.diags(k.work)  # visits of each pair
+    visits = counted[covered] @ s + k.visits[covered]
     left_out = k.cover[covered] @ cp.inv_pos(visits) if len(covered) else 0.0
     problem = cp.Problem(
         cp.Minimize(cp.sum(psi) + left_out + (p.beta_e * k.energy) @ s + lin @ s),
@@ -162,6 +163,8 @@ class _Pairs:
     batch_noise: np.ndarray
     flop_j: np.ndarray  # J per sample processed
     upload_j: np.ndarray
+    cover: np.ndarray  # the participation term's phi G rho z of the pair
+    visits: np.ndarray  # c + its recent visits
 
     @property
     def index(self) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +189,8 @@ def _pairs(p: MaflProblem, c: Candidates, chosen: np.ndarray, k: Coefficients) -
         batch_noise=_terms_array(p.terms, "batch_noise")[m],
         flop_j=p.kappa * p.speed[n] ** 2 * p.train_flops[m],
         upload_j=p.upload_j[n, m],
+        cover=k.cover[n * len(p.terms) + m],
+        visits=k.visits[n * len(p.terms) + m],
     )
 
 
@@ -228,22 +233,34 @@ def size_sessions(
     return gamma.astype(np.int64), batch.astype(np.int64), history
 
 
+def _left_out(p: MaflProblem, q: _Pairs, fraction: cp.Expression) -> cp.Expression | float:
+    """The participation term with each pair's sessions counted by their work, ``fraction`` of
+    the nominal session's samples capped at 1 (``work_visits``; else a constant, left out):
+    inv_pos of a concave count, so convex in gamma and in B."""
+    on = np.flatnonzero(q.cover > 0)
+    if not p.work_visits or len(on) == 0:
+        return 0.0
+    work = cp.minimum(1, fraction[on])
+    return q.cover[on] @ cp.inv_pos(q.visits[on] + cp.multiply(q.count[on], work))
+
+
 def _sizing_problem(
     p: MaflProblem,
     q: _Pairs,
     progress: cp.Expression,
     energy: cp.Expression,
     cons: list[cp.Constraint],
+    left_out: cp.Expression | float,
 ) -> cp.Problem:
-    """min sum_m phi G / (1 + k P_m) + beta E subject to ``cons`` (and the energy budget), with
-    P_m = sum over m's pairs of ``progress``."""
+    """min sum_m phi G / (1 + k P_m) + ``left_out`` + beta E subject to ``cons`` (and the
+    energy budget), with P_m = sum over m's pairs of ``progress``."""
     per_model = _onehot(q.model, len(p.terms))
     gap = _terms_array(p.terms, "weight") * _terms_array(p.terms, "gap")
     rate = _terms_array(p.terms, "rate")
     psi = cp.multiply(gap, cp.inv_pos(1 + cp.multiply(rate, per_model @ progress)))
     if p.energy_budget is not None:
         cons = [*cons, energy <= p.energy_budget]
-    return cp.Problem(cp.Minimize(cp.sum(psi) + p.beta_e * energy), cons)
+    return cp.Problem(cp.Minimize(cp.sum(psi) + left_out + p.beta_e * energy), cons)
 
 
 def _solve_gamma(
@@ -258,7 +275,8 @@ def _solve_gamma(
     progress = cp.multiply(q.weight * batch_factor(b, q.samples, q.batch_noise), drift)
     energy = (q.count * q.flop_j * b) @ g + float(q.count @ q.upload_j)
     cons = [g >= 1, g <= np.maximum(g_max, 1)]
-    _solve(_sizing_problem(p, q, progress, energy, cons), "iteration sizing", p)
+    left_out = _left_out(p, q, cp.multiply(b / (p.iterations * p.batch), g))
+    _solve(_sizing_problem(p, q, progress, energy, cons, left_out), "iteration sizing", p)
     return np.clip(np.asarray(g.value), 1, np.maximum(g_max, 1)), b
 
 
@@ -275,7 +293,9 @@ def _solve_batch(
     drift = np.maximum(_drift_factor(g, q.local_steps, q.drift_decay), 0.0)  # gamma <= its peak
     progress = cp.multiply(q.weight * drift, factor)
     energy = (q.count * q.flop_j * g) @ b + float(q.count @ q.upload_j)
-    _solve(_sizing_problem(p, q, progress, energy, [b >= lo, b <= b_max]), "batch sizing", p)
+    left_out = _left_out(p, q, cp.multiply(g / (p.iterations * p.batch), b))
+    cons = [b >= lo, b <= b_max]
+    _solve(_sizing_problem(p, q, progress, energy, cons, left_out), "batch sizing", p)
     return g, np.clip(np.asarray(b.value), lo, b_max)
 
 
