@@ -8,9 +8,9 @@ wall clock, so it is another sample of the same process, and one version's accur
 digits swings by several points between neighbours (the simulator's own AsyncFedED curve drops
 from 91% to 86% between versions 22 and 33); a single last version failed this check once in CI
 (90.25% against 97.21%), while the second half's mean stayed within 1 point of the simulator's
-in each of 5 local runs, 2 of them beside two busy cores. Synchronous FedAvg
-aggregates the same clients' updates in the same rounds live, so its last version is held to the
-2 points too."""
+in each of 5 local runs, 2 of them beside two busy cores. Synchronous FedAvg aggregates the
+same clients' updates in the same rounds live, so its last version is held to the 2 points
+too."""
 
 from __future__ import annotations
 

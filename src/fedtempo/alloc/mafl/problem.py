@@ -118,12 +118,17 @@ class MaflProblem:
         per_flop = self.kappa * self.speed[:, None] ** 2
         return np.asarray(per_flop * self.train_flops[None, :] * batch * gamma + self.upload_j)
 
+    @property
+    def nominal_samples(self) -> int:
+        """Samples of a session at the nominal gamma and B (what counts as one whole visit)."""
+        return self.iterations * self.batch
+
     def work(self, gamma: np.ndarray, batch: np.ndarray) -> np.ndarray:
         """How much of a visit one session of each (n, m) at (gamma, B) is to the participation
         term (N x M): 1, or with ``work_visits`` ``visit_work`` of its gamma B samples."""
         if not self.work_visits:
             return np.ones(self.samples.shape)
-        return visit_work(gamma * batch, self.iterations * self.batch)
+        return visit_work(gamma * batch, self.nominal_samples)
 
     def compute_budget_s(self) -> np.ndarray:
         """Seconds of compute a session may take within its rounds (N x M)."""

@@ -178,6 +178,7 @@ def _pairs(p: MaflProblem, c: Candidates, chosen: np.ndarray, k: Coefficients) -
     np.add.at(counts, (c.device, c.model), chosen)
     np.add.at(weight, (c.device, c.model), per_session)
     n, m = np.nonzero(counts)
+    pair = n * len(p.terms) + m
     return _Pairs(
         device=n,
         model=m,
@@ -189,8 +190,8 @@ def _pairs(p: MaflProblem, c: Candidates, chosen: np.ndarray, k: Coefficients) -
         batch_noise=_terms_array(p.terms, "batch_noise")[m],
         flop_j=p.kappa * p.speed[n] ** 2 * p.train_flops[m],
         upload_j=p.upload_j[n, m],
-        cover=k.cover[n * len(p.terms) + m],
-        visits=k.visits[n * len(p.terms) + m],
+        cover=k.cover[pair],
+        visits=k.visits[pair],
     )
 
 
@@ -275,7 +276,7 @@ def _solve_gamma(
     progress = cp.multiply(q.weight * batch_factor(b, q.samples, q.batch_noise), drift)
     energy = (q.count * q.flop_j * b) @ g + float(q.count @ q.upload_j)
     cons = [g >= 1, g <= np.maximum(g_max, 1)]
-    left_out = _left_out(p, q, cp.multiply(b / (p.iterations * p.batch), g))
+    left_out = _left_out(p, q, cp.multiply(b / p.nominal_samples, g))
     _solve(_sizing_problem(p, q, progress, energy, cons, left_out), "iteration sizing", p)
     return np.clip(np.asarray(g.value), 1, np.maximum(g_max, 1)), b
 
@@ -293,7 +294,7 @@ def _solve_batch(
     drift = np.maximum(_drift_factor(g, q.local_steps, q.drift_decay), 0.0)  # gamma <= its peak
     progress = cp.multiply(q.weight * drift, factor)
     energy = (q.count * q.flop_j * g) @ b + float(q.count @ q.upload_j)
-    left_out = _left_out(p, q, cp.multiply(g / (p.iterations * p.batch), b))
+    left_out = _left_out(p, q, cp.multiply(g / p.nominal_samples, b))
     cons = [b >= lo, b <= b_max]
     _solve(_sizing_problem(p, q, progress, energy, cons, left_out), "batch sizing", p)
     return g, np.clip(np.asarray(b.value), lo, b_max)
