@@ -213,6 +213,16 @@ def _versus(
     }
 
 
+def pair(mine: list[dict[str, Any]], ref: dict[int, dict[str, Any]]) -> tuple[float, float, int]:
+    """Runs ``mine`` against the runs ``ref`` (by seed) on the seeds both have: the median
+    accuracy difference, the median energy ratio and the seeds ``mine`` is at least as accurate
+    on."""
+    both = [(r, ref[r["seed"]]) for r in mine if r["seed"] in ref]
+    gain = statistics.median(a["accuracy"] - b["accuracy"] for a, b in both)
+    ratio = statistics.median(a["energy"] / b["energy"] for a, b in both)
+    return gain, ratio, sum(a["accuracy"] >= b["accuracy"] for a, b in both)
+
+
 def paired(
     rows: list[dict[str, Any]], best: tuple[str, str], figures: dict[str, float]
 ) -> dict[str, float]:
@@ -229,12 +239,9 @@ def paired(
         cheapest: float | None = None
         for knob in sorted({r["knob"] for r in rows if r["scheduler"] == sched}):
             mine = [r for r in rows if (r["scheduler"], r["knob"]) == (sched, knob)]
-            mine = [r for r in mine if r["seed"] in ref]
-            if not mine:
+            if not any(r["seed"] in ref for r in mine):
                 continue
-            gain = statistics.median(r["accuracy"] - ref[r["seed"]]["accuracy"] for r in mine)
-            ratio = statistics.median(r["energy"] / ref[r["seed"]]["energy"] for r in mine)
-            ahead = sum(r["accuracy"] >= ref[r["seed"]]["accuracy"] for r in mine)
+            gain, ratio, ahead = pair(mine, ref)
             key = f"{sched}_{knob}_paired"
             figures[f"{key}_accuracy_gain"], figures[f"{key}_energy_ratio"] = gain, ratio
             figures[f"{key}_seeds_at_least_best_baseline"] = float(ahead)

@@ -60,3 +60,27 @@ def test_w_mafl_pairs_each_optimiser_point_with_the_best_baseline_on_the_same_se
     assert out["sca_paired_energy_ratio_at_best_baseline_accuracy"] == pytest.approx(0.4)
     assert out["sca-schedule_paired_energy_ratio_at_best_baseline_accuracy"] == -1.0
     assert out["sca-sizing_paired_energy_ratio_at_best_baseline_accuracy"] == -1.0
+
+
+def test_mafl_spare_pairs_every_point_with_both_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import mafl_spare
+
+    def row(name: str, seed: int, acc: float, energy: float) -> dict[str, object]:
+        tasks = [("a", acc, energy), ("b", acc, 0.0)]
+        return {"knob": f"base_{name}", "seed": seed, "accuracy": acc, "energy": energy,
+                "tasks": tasks, "solve_s": 0.0}  # fmt: skip
+
+    rows = [row("rr-g40-B32", s, a, 100.0) for s, a in [(0, 0.70), (1, 0.91), (2, 0.92)]]
+    rows += [row("rr-g40-B8", s, a, 30.0) for s, a in [(0, 0.68), (1, 0.90), (2, 0.90)]]
+    rows += [row("spare-rr-g40-B32", s, a, 35.0) for s, a in [(0, 0.71), (1, 0.90), (2, 0.93)]]
+    figures: dict[str, float] = {}
+    names = ["rr-g40-B32", "rr-g40-B8", "spare-rr-g40-B32"]
+    mafl_spare.summarise(rows, "base", names, figures)
+    key = "base_spare-rr-g40-B32"
+    assert figures[f"{key}_mean_accuracy"] == pytest.approx(0.90)
+    assert figures[f"{key}_vs_rr-g40-B32_accuracy_gain"] == pytest.approx(0.01)
+    assert figures[f"{key}_vs_rr-g40-B32_energy_ratio"] == pytest.approx(0.35)
+    assert figures[f"{key}_vs_rr-g40-B32_seeds_ahead"] == 2
+    assert figures[f"{key}_vs_rr-g40-B8_seeds_ahead"] == 3
+    assert "base_rr-g40-B32_vs_rr-g40-B32_accuracy_gain" not in figures

@@ -3,10 +3,10 @@
 Time is slotted into rounds of ``round_s`` seconds; the driver closes each round at its end and
 the sessions carry over. Every ``step`` rounds the algorithm asks its scheduler for a schedule
 over the next ``horizon`` rounds, validates it and commits the sessions that start within the
-step (receding horizon; the first ``warmup_rounds`` rounds are planned by synchronous
-round-robin). Before each later plan, a scheduler that asks for them (``needs_terms``) gets the
-surrogate's constants measured at the current global models (the injected ``measure``, a
-``fedtempo.multitask.probes.Prober`` in the simulator).
+step (receding horizon; the first ``warmup_rounds`` rounds are planned by the injected
+``warmup`` scheduler, synchronous round-robin). Before each later plan, a scheduler that asks
+for them (``needs_terms``) gets the surrogate's constants measured at the current global models
+(the injected ``measure``, a ``fedtempo.multitask.probes.Prober`` in the simulator).
 
 A session (device n, model m, start round t, upload round u, gamma, B) trains model m's global
 vector of round t with gamma iterations of batch B; its timeline is: download, compute, wait
@@ -113,6 +113,7 @@ class MaflRounds:
     physics: Physics
     workloads: Sequence[Workload]
     measure: Measure | None = None
+    warmup: Scheduler = round_robin
 
     @property
     def has_data(self) -> np.ndarray:
@@ -183,7 +184,7 @@ class MaflRounds:
         """Plan from ``first``, validate, commit the sessions starting before ``until``."""
         ctx = self.context(state, first, view)
         warm = first < self.settings.warmup_rounds
-        schedule = round_robin(ctx) if warm else self.scheduler(ctx)
+        schedule = self.warmup(ctx) if warm else self.scheduler(ctx)
         validate(
             schedule,
             self.has_data,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import simpy
@@ -26,7 +27,12 @@ from fedtempo.multitask.calibration import Calibration
 from fedtempo.multitask.optimised import Mode, Physics, SCAScheduler
 from fedtempo.multitask.probes import Prober, ProbeSettings
 from fedtempo.multitask.schedule import Schedule
-from fedtempo.multitask.schedulers import PlanContext, async_random, round_robin
+from fedtempo.multitask.schedulers import (
+    PlanContext,
+    async_random,
+    costly_devices,
+    round_robin,
+)
 from fedtempo.params import flatten
 from fedtempo.rng import Streams
 from fedtempo.sim.engine import Simulation
@@ -99,9 +105,16 @@ def physics(tasks: list[SimTask], samples: np.ndarray, pop: Population, round_s:
 MODES: dict[str, Mode] = {"sca": "joint", "sca-schedule": "schedule", "sca-sizing": "sizing"}
 
 
+def spare(mc: MaflConfig, ph: Physics) -> np.ndarray | None:
+    """The (device, model) pairs round-robin's sessions skip (None: none)."""
+    if mc.spare_devices == 0:
+        return None
+    return costly_devices(ph.speed, ph.train_flops, mc.spare_devices, mc.spare_models)
+
+
 def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanContext], Schedule]:
     if mc.scheduler == "round-robin":
-        return round_robin
+        return partial(round_robin, spare=spare(mc, ph))
     if mc.scheduler == "async-random":
         return lambda ctx: async_random(ctx, streams.numpy("mafl-schedule", ctx.first_round))
     return SCAScheduler(
@@ -117,6 +130,7 @@ def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanCo
         calibration=Calibration() if mc.calibrate else None,
         drift_horizon_min=mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min,
         model_share=mc.model_share,
+        spare=spare(mc, ph),
     )
 
 
@@ -146,7 +160,9 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
     weights = [tc.weight for tc in config.tasks]
     probes = ProbeSettings(mc.batch, curved_noise=mc.batch_noise == "curvature")
     prober = Prober([t.trainer for t in tasks], samples, weights, probes, streams, mc.relative_gap)
-    algorithm = MaflRounds(settings, chosen, ph, [t.workload() for t in tasks], prober)
+    warmup = partial(round_robin, spare=spare(mc, ph))
+    workloads = [t.workload() for t in tasks]
+    algorithm = MaflRounds(settings, chosen, ph, workloads, prober, warmup)
     # every training goes through the executor; the pool gets the trainers once
     trainers = {t.task: t.trainer for t in tasks}
     flops = min(t.profile.train_flops for t in tasks)

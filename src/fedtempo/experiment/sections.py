@@ -178,7 +178,13 @@ class MaflConfig(Section):
     ``model_share``: the optimiser gives every model at least this share of an equal split of
     each horizon's free upload slots (lowered for a horizon where no schedule meets it).
     ``work_visits``: the participation term counts a session by the share of the nominal
-    ``iterations`` x ``batch`` samples it trains on (at most 1), not as 1 whatever its size."""
+    ``iterations`` x ``batch`` samples it trains on (at most 1), not as 1 whatever its size.
+    ``spare_devices``: the ``spare_devices`` devices that spend the most energy per FLOP (the
+    fastest: kappa f^2) train no model but the lightest (``spare_models = "heavy"``) or none
+    ("all"): round-robin's sessions (of round-robin and sca-sizing, warm-up rounds included)
+    skip those pairs and give their channels to the next devices in the cycle; sca and
+    sca-schedule plan as if those devices held no data of those models. 0: none spared (SPEC
+    B's baselines and optimiser)."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -204,6 +210,8 @@ class MaflConfig(Section):
     batch_noise: Literal["curvature", "gradient"] = "gradient"
     model_share: float = Field(1.0, ge=0, le=1)
     work_visits: bool = False
+    spare_devices: int = Field(0, ge=0)
+    spare_models: Literal["heavy", "all"] = "heavy"
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:
@@ -212,6 +220,16 @@ class MaflConfig(Section):
         lo, hi = self.batch_range
         if not 1 <= lo <= hi:
             raise ValueError(f"mafl.batch_range: need 1 <= min <= max, got {[lo, hi]}")
+        if self.spare_devices >= self.devices:
+            raise ValueError(
+                f"mafl.spare_devices: {self.spare_devices} of mafl.devices = {self.devices} "
+                "would leave no device to train on; use fewer"
+            )
+        if self.spare_devices and self.scheduler == "async-random":
+            raise ValueError(
+                "mafl.spare_devices: applies to round-robin and the sca schedulers, not to "
+                "mafl.scheduler = 'async-random'"
+            )
         if self.scheduler.startswith("sca") and self.warmup_rounds < 1:
             raise ValueError(
                 "mafl.warmup_rounds: the sca scheduler fits its constants on warm-up rounds; "

@@ -2,7 +2,12 @@
 
 from fedtempo.multitask.optimised import Physics, PlanRecord, SCAScheduler
 from fedtempo.multitask.schedule import Schedule, ScheduleError, Session, empty_schedule, validate
-from fedtempo.multitask.schedulers import PlanContext, async_random, round_robin
+from fedtempo.multitask.schedulers import (
+    PlanContext,
+    async_random,
+    costly_devices,
+    round_robin,
+)
 
 __all__ = [
     "Physics",
@@ -13,6 +18,7 @@ __all__ = [
     "ScheduleError",
     "Session",
     "async_random",
+    "costly_devices",
     "empty_schedule",
     "round_robin",
     "validate",

@@ -69,7 +69,10 @@ class SCAScheduler:
     slots / M) sessions (or ``min_sessions``, if more); where no schedule meets that floor, it is
     lowered by a quarter at a time until one does (``min_sessions`` itself is never lowered).
     ``work_visits``: the participation term counts each session, planned or recent, by
-    ``visit_work`` of its samples (a session sized down to 8 samples is not a visit)."""
+    ``visit_work`` of its samples (a session sized down to 8 samples is not a visit).
+    ``spare``: (device, model) pairs never scheduled (``fedtempo.multitask.schedulers.
+    costly_devices``): the round-robin schedule of "sizing" skips them, and the other modes plan
+    as if those devices held no data of those models (None: every pair with data)."""
 
     physics: Physics
     beta_e: float
@@ -83,12 +86,14 @@ class SCAScheduler:
     drift_horizon_min: float = 0.0
     model_share: float = 0.0
     work_visits: bool = False
+    spare: np.ndarray | None = None
     log: list[PlanRecord] = field(default_factory=list)
     needs_terms: ClassVar[bool] = True  # the server measures the surrogate's constants for it
 
     def problem(self, ctx: PlanContext, min_sessions: int | None = None) -> MaflProblem:
         ph = self.physics
-        samples = np.where(ctx.has_data, ph.samples, 0.0).astype(float)
+        usable = ctx.has_data if self.spare is None else ctx.has_data & ~self.spare
+        samples = np.where(usable, ph.samples, 0.0).astype(float)
         drift = self.drift_horizon_min
         terms = tuple(
             dataclasses.replace(t, local_steps=max(t.local_steps, drift)) for t in ctx.terms
@@ -127,7 +132,7 @@ class SCAScheduler:
             ctx = dataclasses.replace(
                 ctx, terms=self.calibration.calibrate(ctx.first_round, ctx.terms)
             )
-        fixed = _as_candidates(round_robin(ctx)) if self.mode == "sizing" else None
+        fixed = _as_candidates(round_robin(ctx, self.spare)) if self.mode == "sizing" else None
         for floor in self.floors(ctx):
             problem = self.problem(ctx, floor)
             try:

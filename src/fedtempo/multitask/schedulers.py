@@ -6,12 +6,16 @@ busy, channel use) to a ``Schedule``. The baselines of SPEC B are here:
   train their next model (cyclic over the models they hold data for) within the round;
 - ``async_random``: asynchronous; each idle available device starts a random model of its own
   and uploads when its session is done (it waits for a free channel), fixed gamma and B.
+``round_robin`` also takes a ``spare`` mask of (device, model) pairs it skips: with
+``costly_devices`` it spares the devices that spend the most energy per FLOP from every model but
+the lightest (a hand-made energy-aware schedule; see ``costly_devices``).
 The optimiser is ``fedtempo.multitask.optimised.SCAScheduler``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -65,10 +69,11 @@ class PlanContext:
         )
 
 
-def round_robin(ctx: PlanContext) -> Schedule:
+def round_robin(ctx: PlanContext, spare: np.ndarray | None = None) -> Schedule:
     """Synchronous round-robin: in round r, devices in cyclic order from (r x C) mod N take the
     free channels; device n trains model ``own[(r + n) mod len(own)]`` (its data models) within
-    the round (S = U = 1 at r)."""
+    the round (S = U = 1 at r). ``spare`` (N x M bool): a device whose turn falls on a spared
+    pair lets the next device in the cycle take the channel (its other models keep their turns)."""
     out = ctx.blank()
     n = ctx.devices
     for t in range(ctx.horizon):
@@ -82,9 +87,29 @@ def round_robin(ctx: PlanContext) -> Schedule:
             if len(own) == 0 or not ctx.free(d, t):
                 continue
             m = int(own[(r + d) % len(own)])
+            if spare is not None and spare[d, m]:
+                continue
             out.starts[d, m, t] = out.uploads[d, m, t] = True
             room -= 1
     return out
+
+
+def costly_devices(
+    speed: np.ndarray, train_flops: np.ndarray, count: int, models: Literal["heavy", "all"]
+) -> np.ndarray:
+    """The ``spare`` mask (N x M) of the ``count`` devices with the highest compute energy per
+    FLOP (kappa f^2: the fastest): spared from every model (``models = "all"``) or from every
+    model but the one with the fewest training FLOPs per sample ("heavy"). In W-mafl a FLOP
+    costs 200x more on the fastest device than on the slowest, and the 5 fastest of 20 spend
+    three quarters of round-robin's compute energy."""
+    mask = np.zeros((len(speed), len(train_flops)), dtype=bool)
+    if count <= 0:
+        return mask
+    costly = np.argsort(np.asarray(speed), kind="stable")[len(speed) - count :]
+    mask[costly, :] = True
+    if models == "heavy":
+        mask[costly, int(np.argmin(train_flops))] = False
+    return mask
 
 
 def async_random(ctx: PlanContext, rng: np.random.Generator) -> Schedule:

@@ -1,0 +1,146 @@
+"""MA-FL (issue 21): heavy models kept off the devices that spend the most energy per FLOP.
+
+In W-mafl a FLOP costs kappa f^2 joules, and the devices' speeds f span 14x (0.43 to 6 GFLOP/s
+in the base setting, seed 0), so a FLOP costs 200x more on the fastest device than on the
+slowest; round-robin gives every device the same work, and the fastest quarter of the devices
+spends about three quarters of its compute energy. ``mafl.spare_devices = k`` keeps the cnn and
+the mlp off the k fastest devices (they train only the logreg, whose sessions cost almost
+nothing) and gives their channels to the next devices in round-robin's cycle;
+``mafl.spare_models = "all"`` keeps those devices out altogether. The same mask can be put on
+the optimiser (sca, sca-sizing). Each point is run on the same seeds as round-robin at
+gamma 40, B 32 (W-mafl's best baseline) and gamma 40, B 8 (the cheap end of its front), and
+paired with them seed by seed (the seeds' own spread, 6-8 points, is larger than the effects).
+
+    python benchmarks/mafl_spare.py [--settings base wide] [--seeds 0 1 2] [--jobs 2]
+
+Figures per setting and point (medians over seeds): mean and per-task accuracy, energy; paired
+with each reference: the median accuracy difference, the median energy ratio and the seeds at
+least as accurate. Results: benchmarks/results/mafl_spare.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+from common import write_results
+from w_mafl import SETTINGS, pair, run_all
+
+DEVICES = {"base": 20, "wide": 40}
+REFERENCES = ("rr-g40-B32", "rr-g40-B8")
+
+
+def points(k: int) -> dict[str, list[str]]:
+    """Each point's overrides (beyond the seed), with k spared devices."""
+    rr = ["mafl.scheduler=round-robin"]
+    spare = [f"mafl.spare_devices={k}"]
+    out = {
+        "rr-g40-B32": [*rr, "mafl.iterations=40", "mafl.batch=32"],
+        "rr-g40-B8": [*rr, "mafl.iterations=40", "mafl.batch=8"],
+        "spare-rr-g40-B32": [*rr, *spare, "mafl.iterations=40", "mafl.batch=32"],
+        "spare-rr-g40-B8": [*rr, *spare, "mafl.iterations=40", "mafl.batch=8"],
+        "spare-rr-g20-B32": [*rr, *spare, "mafl.iterations=20", "mafl.batch=32"],
+        "exclude-rr-g40-B32": [
+            *rr,
+            *spare,
+            "mafl.spare_models=all",
+            "mafl.iterations=40",
+            "mafl.batch=32",
+        ],
+        "sca-beta0.003": ["mafl.scheduler=sca", "mafl.beta_e=0.003"],
+    }
+    for beta in (0.001, 0.003):
+        out[f"spare-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *spare, f"mafl.beta_e={beta}"]
+        out[f"spare-sca-sizing-beta{beta:g}"] = [
+            "mafl.scheduler=sca-sizing",
+            *spare,
+            f"mafl.beta_e={beta}",
+        ]
+    return out
+
+
+def summarise(
+    rows: list[dict[str, Any]], setting: str, names: list[str], figures: dict[str, float]
+) -> None:
+    """Per point its medians, and its pairing with each reference, into ``figures``."""
+    ref = {
+        name: {r["seed"]: r for r in rows if r["knob"] == f"{setting}_{name}"}
+        for name in REFERENCES
+    }
+    for name in names:
+        mine = [r for r in rows if r["knob"] == f"{setting}_{name}"]
+        if not mine:
+            continue
+        key = f"{setting}_{name}"
+        acc = statistics.median(r["accuracy"] for r in mine)
+        energy = statistics.median(r["energy"] for r in mine)
+        figures[f"{key}_mean_accuracy"], figures[f"{key}_energy_j"] = acc, energy
+        tasks = []
+        for m, (task, _, _) in enumerate(mine[0]["tasks"]):
+            figures[f"{key}_{task}_accuracy"] = statistics.median(r["tasks"][m][1] for r in mine)
+            tasks.append(f"{task} {100 * figures[f'{key}_{task}_accuracy']:.1f}%")
+        line = f"{key:32s} {100 * acc:6.2f}% {energy:7.1f} J  " + "  ".join(tasks)
+        for other, by_seed in ref.items():
+            seeds = sum(r["seed"] in by_seed for r in mine)
+            if not seeds or other == name:
+                continue
+            gain, ratio, ahead = pair(mine, by_seed)
+            figures[f"{key}_vs_{other}_accuracy_gain"] = gain
+            figures[f"{key}_vs_{other}_energy_ratio"] = ratio
+            figures[f"{key}_vs_{other}_seeds_ahead"] = float(ahead)
+            line += f" | vs {other}: {100 * gain:+.2f} pt, {ratio:.2f}x E, {ahead}/{seeds}"
+        if any(r["solve_s"] for r in mine):
+            figures[f"{key}_monotone"] = float(all(r["monotone"] for r in mine))
+            figures[f"{key}_max_solve_s"] = max(r["solve_s"] for r in mine)
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["base", "wide"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--spare", type=float, default=0.25, help="share of the devices spared")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    jobs = []
+    names: dict[str, list[str]] = {}
+    for setting in args.settings:
+        k = round(args.spare * DEVICES[setting])
+        chosen = points(k)
+        if args.quick:
+            chosen = {
+                n: chosen[n] for n in ("rr-g40-B32", "spare-rr-g40-B32", "spare-sca-beta0.003")
+            }
+        names[setting] = list(chosen)
+        for seed in args.seeds:
+            for name, over in chosen.items():
+                over = [f"seed={seed}", *over]
+                if args.quick:
+                    over += ["mafl.rounds=4", "mafl.warmup_rounds=1"]
+                knob = f"{setting}_{name}"
+                job = {"scheduler": name, "knob": knob, "seed": seed, "overrides": over}
+                jobs.append(job | {"config": str(SETTINGS[setting][0])})
+    rows, failed = run_all(jobs, args.jobs)
+    figures: dict[str, float] = {"seeds": float(len(args.seeds)), "spare_share": args.spare}
+    for setting in args.settings:
+        summarise(rows, setting, names[setting], figures)
+    targets: dict[str, dict[str, Any]] = {}
+    for setting in args.settings:
+        for name in ("spare-rr-g40-B32", "spare-sca-beta0.003"):
+            gain = figures.get(f"{setting}_{name}_vs_rr-g40-B32_accuracy_gain")
+            ratio = figures.get(f"{setting}_{name}_vs_rr-g40-B32_energy_ratio")
+            if gain is None or ratio is None:
+                continue
+            targets[f"{setting}_{name}_paired_with_best_baseline"] = {
+                "value": ratio,
+                "met": gain >= 0 and ratio <= 0.7,
+            }
+    write_results("MAFL-spare", figures, targets, args.quick)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
