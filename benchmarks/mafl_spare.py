@@ -12,10 +12,11 @@ gamma 40, B 32 (W-mafl's best baseline) and gamma 40, B 8 (the cheap end of its 
 paired with them seed by seed (the seeds' own spread, 6-8 points, is larger than the effects).
 
     python benchmarks/mafl_spare.py [--settings base wide] [--seeds 0 1 2] [--jobs 2]
+        [--points rr-g40-B32 spare-rr-g40-B32 ...] [--tag seeds8]
 
 Figures per setting and point (medians over seeds): mean and per-task accuracy, energy; paired
 with each reference: the median accuracy difference, the median energy ratio and the seeds at
-least as accurate. Results: benchmarks/results/mafl_spare.json.
+least as accurate. Results: benchmarks/results/mafl_spare[_TAG].json.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def summarise(
         acc = statistics.median(r["accuracy"] for r in mine)
         energy = statistics.median(r["energy"] for r in mine)
         figures[f"{key}_mean_accuracy"], figures[f"{key}_energy_j"] = acc, energy
+        for r in mine:  # each seed's run, so that later runs on other seeds can be pooled
+            figures[f"{key}_seed{r['seed']}_accuracy"] = r["accuracy"]
+            figures[f"{key}_seed{r['seed']}_energy_j"] = r["energy"]
         tasks = []
         for m, (task, _, _) in enumerate(mine[0]["tasks"]):
             figures[f"{key}_{task}_accuracy"] = statistics.median(r["tasks"][m][1] for r in mine)
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--spare", type=float, default=0.25, help="share of the devices spared")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--points", nargs="+", help="run only these points (default: all)")
+    ap.add_argument("--tag", default="", help="suffix of the results file's name")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     jobs = []
@@ -110,10 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     for setting in args.settings:
         k = round(args.spare * DEVICES[setting])
         chosen = points(k)
+        wanted = args.points or list(chosen)
         if args.quick:
-            chosen = {
-                n: chosen[n] for n in ("rr-g40-B32", "spare-rr-g40-B32", "spare-sca-beta0.003")
-            }
+            wanted = ["rr-g40-B32", "spare-rr-g40-B32", "spare-sca-beta0.003"]
+        unknown = sorted(set(wanted) - set(chosen))
+        if unknown:
+            ap.error(f"--points: unknown {unknown}; known: {list(chosen)}")
+        chosen = {n: chosen[n] for n in wanted}
         names[setting] = list(chosen)
         for seed in args.seeds:
             for name, over in chosen.items():
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 "value": ratio,
                 "met": gain >= 0 and ratio <= 0.7,
             }
-    write_results("MAFL-spare", figures, targets, args.quick)
+    write_results("MAFL-spare" + (f"-{args.tag}" if args.tag else ""), figures, targets, args.quick)
     return 1 if failed else 0
 
 

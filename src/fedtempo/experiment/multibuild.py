@@ -106,15 +106,17 @@ MODES: dict[str, Mode] = {"sca": "joint", "sca-schedule": "schedule", "sca-sizin
 
 
 def spare(mc: MaflConfig, ph: Physics) -> np.ndarray | None:
-    """The (device, model) pairs round-robin's sessions skip (None: none)."""
+    """The (device, model) pairs no session may train (``mafl.spare_devices``; None: none)."""
     if mc.spare_devices == 0:
         return None
     return costly_devices(ph.speed, ph.train_flops, mc.spare_devices, mc.spare_models)
 
 
-def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanContext], Schedule]:
+def scheduler(
+    mc: MaflConfig, ph: Physics, streams: Streams, spared: np.ndarray | None = None
+) -> Callable[[PlanContext], Schedule]:
     if mc.scheduler == "round-robin":
-        return partial(round_robin, spare=spare(mc, ph))
+        return partial(round_robin, spare=spared)
     if mc.scheduler == "async-random":
         return lambda ctx: async_random(ctx, streams.numpy("mafl-schedule", ctx.first_round))
     return SCAScheduler(
@@ -130,7 +132,7 @@ def scheduler(mc: MaflConfig, ph: Physics, streams: Streams) -> Callable[[PlanCo
         calibration=Calibration() if mc.calibrate else None,
         drift_horizon_min=mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min,
         model_share=mc.model_share,
-        spare=spare(mc, ph),
+        spare=spared,
     )
 
 
@@ -156,11 +158,12 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
         warmup_rounds=mc.warmup_rounds,
         memory_rounds=mc.memory_rounds,
     )
-    chosen = scheduler(mc, ph, streams)
+    spared = spare(mc, ph)
+    chosen = scheduler(mc, ph, streams, spared)
     weights = [tc.weight for tc in config.tasks]
     probes = ProbeSettings(mc.batch, curved_noise=mc.batch_noise == "curvature")
     prober = Prober([t.trainer for t in tasks], samples, weights, probes, streams, mc.relative_gap)
-    warmup = partial(round_robin, spare=spare(mc, ph))
+    warmup = partial(round_robin, spare=spared)
     workloads = [t.workload() for t in tasks]
     algorithm = MaflRounds(settings, chosen, ph, workloads, prober, warmup)
     # every training goes through the executor; the pool gets the trainers once

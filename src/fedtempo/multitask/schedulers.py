@@ -99,9 +99,9 @@ def costly_devices(
 ) -> np.ndarray:
     """The ``spare`` mask (N x M) of the ``count`` devices with the highest compute energy per
     FLOP (kappa f^2: the fastest): spared from every model (``models = "all"``) or from every
-    model but the one with the fewest training FLOPs per sample ("heavy"). In W-mafl a FLOP
-    costs 200x more on the fastest device than on the slowest, and the 5 fastest of 20 spend
-    three quarters of round-robin's compute energy."""
+    model but the one with the fewest training FLOPs per sample ("heavy"). In W-mafl (base,
+    seed 0) a FLOP costs 200x more on the fastest device than on the slowest, and the 5 fastest
+    of 20 spend three quarters of round-robin's compute energy."""
     mask = np.zeros((len(speed), len(train_flops)), dtype=bool)
     if count <= 0:
         return mask
