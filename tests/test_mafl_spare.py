@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import validate as validate_config
 from fedtempo.experiment.results import run_experiment
-from fedtempo.multitask import PlanContext, SCAScheduler, costly_devices, round_robin, validate
+from fedtempo.multitask import SCAScheduler, costly_devices, round_robin, validate
 from tests.test_multitask import context, planning_setup, two_tasks
 
 
@@ -34,7 +36,7 @@ def sessions(s):
 @pytest.mark.parametrize("seed", range(4))
 def test_spared_pairs_are_never_scheduled_and_their_channels_go_to_the_others(seed):
     ctx = context(seed)
-    ctx = PlanContext(**{**ctx.__dict__, "has_data": np.ones_like(ctx.has_data)})
+    ctx = dataclasses.replace(ctx, has_data=np.ones_like(ctx.has_data))
     plain = round_robin(ctx)
     spare = np.zeros_like(ctx.has_data)
     spare[[0, 5], :2] = True  # devices 0 and 5 keep only model 2
