@@ -133,6 +133,7 @@ def scheduler(
         drift_horizon_min=mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min,
         model_share=mc.model_share,
         spare=spared,
+        balance=mc.balance_weight,
     )
 
 

@@ -184,7 +184,18 @@ class MaflConfig(Section):
     ("all"): round-robin's sessions (of round-robin and sca-sizing, warm-up rounds included)
     skip those pairs and give their channels to the next devices in the cycle; sca and
     sca-schedule plan as if those devices held no data of those models. 0: none spared (SPEC
-    B's baselines and optimiser)."""
+    B's baselines and optimiser). ``visit_balance``: weight of the optimiser's visit-balance
+    term, which charges each device's visits of a model (over the same window as the
+    participation term) for straying from the mean over the model's devices, so that no device
+    is visited over and over (0: off; None: 0.3, the best of 0.3, 1 and 3 in a screen of
+    W-mafl over 8 seeds, or off where ``work_visits`` is on)."""
+
+    @property
+    def balance_weight(self) -> float:
+        """The visit-balance weight the optimiser plans with."""
+        if self.visit_balance is not None:
+            return self.visit_balance
+        return 0.0 if self.work_visits else 0.3
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -212,6 +223,7 @@ class MaflConfig(Section):
     work_visits: bool = False
     spare_devices: int = Field(0, ge=0)
     spare_models: Literal["heavy", "all"] = "heavy"
+    visit_balance: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:
@@ -229,6 +241,11 @@ class MaflConfig(Section):
             raise ValueError(
                 "mafl.spare_devices: applies to round-robin and the sca schedulers, not to "
                 "mafl.scheduler = 'async-random'"
+            )
+        if self.work_visits and self.visit_balance:
+            raise ValueError(
+                "mafl.visit_balance: counts whole sessions; it cannot be combined with "
+                "mafl.work_visits = true (leave it unset, or 0)"
             )
         if self.scheduler.startswith("sca") and self.warmup_rounds < 1:
             raise ValueError(

@@ -72,7 +72,8 @@ class SCAScheduler:
     ``visit_work`` of its samples (a session sized down to 8 samples is not a visit).
     ``spare``: (device, model) pairs never scheduled (``fedtempo.multitask.schedulers.
     costly_devices``): the round-robin schedule of "sizing" skips them, and the other modes plan
-    as if those devices held no data of those models (None: every pair with data)."""
+    as if those devices held no data of those models (None: every pair with data).
+    ``balance``: weight of the visit-balance term (``fedtempo.alloc.mafl.balance``; 0: off)."""
 
     physics: Physics
     beta_e: float
@@ -87,6 +88,7 @@ class SCAScheduler:
     model_share: float = 0.0
     work_visits: bool = False
     spare: np.ndarray | None = None
+    balance: float = 0.0
     log: list[PlanRecord] = field(default_factory=list)
     needs_terms: ClassVar[bool] = True  # the server measures the surrogate's constants for it
 
@@ -122,6 +124,7 @@ class SCAScheduler:
             recent=ctx.recent_work if self.work_visits else ctx.recent,
             participation=self.participation,
             work_visits=self.work_visits,
+            balance=self.balance,
         )
 
     def __call__(self, ctx: PlanContext) -> Schedule:

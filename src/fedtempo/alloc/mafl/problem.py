@@ -105,6 +105,7 @@ class MaflProblem:
     participation: float = 1.0  # weight of the participation term (0: off)
     visit_offset: float = 1.0  # c in rho z / (c + sessions)
     work_visits: bool = False  # a session counts as min(1, its samples / the nominal) visits
+    balance: float = 0.0  # weight of the visit-balance term (0: off)
 
     @property
     def rho(self) -> np.ndarray:
@@ -153,6 +154,25 @@ class MaflProblem:
             if t.dissimilarity is not None:
                 out[:, m] = self.participation * t.weight * t.gap * t.dissimilarity
         return np.asarray(out * self.rho)
+
+    def balance_weights(self) -> np.ndarray:
+        """lambda phi_m G_m rho_n z_n / vbar_m^2 per (n, m) (N x M): what the visit-balance term
+        charges per squared visit of a device away from its model's mean, with vbar_m the mean
+        visits a device of m gets in the window if every model shares the free upload slots
+        evenly (zeros where z is not measured, the device holds no data or the term is off)."""
+        out = np.zeros(self.samples.shape)
+        if self.balance <= 0:
+            return out
+        has = self.samples > 0
+        past = np.zeros(self.samples.shape) if self.recent is None else self.recent
+        free = float(np.sum(np.maximum(self.channels - self.channel_used, 0)))
+        planned = free / max(len(self.terms), 1)
+        for m, t in enumerate(self.terms):
+            if t.dissimilarity is None or not has[:, m].any():
+                continue
+            mean = (float(past[has[:, m], m].sum()) + planned) / int(has[:, m].sum())
+            out[:, m] = self.balance * t.weight * t.gap * t.dissimilarity / max(mean, 1.0) ** 2
+        return np.asarray(np.where(has, out * self.rho, 0.0))
 
     def visits(self) -> np.ndarray:
         """c + the recent sessions of each (n, m) (N x M)."""
@@ -231,6 +251,8 @@ class Coefficients:
     cover: np.ndarray  # phi G rho z per pair (N M)
     visits: np.ndarray  # c + recent sessions per pair (N M)
     work: np.ndarray  # per candidate: its weight as a visit (1 unless work_visits)
+    balance: np.ndarray  # the visit-balance term's weight per pair (N M)
+    member: np.ndarray  # per pair: the device holds data of the model (N M)
 
 
 def coefficients(
@@ -257,6 +279,8 @@ def coefficients(
         cover=p.coverage().ravel(),
         visits=p.visits().ravel(),
         work=p.work(gamma, batch)[n, m],
+        balance=p.balance_weights().ravel(),
+        member=(p.samples > 0).ravel(),
     )
 
 
@@ -287,7 +311,8 @@ def objective(
     """J at the (possibly fractional) selection s, without the binarity penalty; ``mean``: the
     S-step's form (every session of model m at the model's mean h)."""
     psi = k.weight * k.gap / (1 + k.rate * _progress(p, k, s, mean))
-    return float(psi.sum() + participation(k, s) + p.beta_e * (k.energy @ s))
+    extra = participation(k, s) + balance(k, s)
+    return float(psi.sum() + extra + p.beta_e * (k.energy @ s))
 
 
 def participation(k: Coefficients, s: np.ndarray) -> float:
@@ -297,3 +322,48 @@ def participation(k: Coefficients, s: np.ndarray) -> float:
     session counted by ``k.work``)."""
     planned = np.bincount(k.pair, weights=s * k.work, minlength=len(k.visits))
     return float((k.cover / (k.visits + planned)).sum())
+
+
+def visit_deviation(k: Coefficients, s: np.ndarray) -> np.ndarray:
+    """Per pair: its visits (recent + planned at s) minus the mean over its model's devices
+    with data (0 for pairs without data)."""
+    n_mod = len(k.weight)
+    model = np.arange(len(k.visits)) % n_mod
+    visits = k.visits + np.bincount(k.pair, weights=s * k.work, minlength=len(k.visits))
+    members = np.bincount(model, weights=k.member, minlength=n_mod)
+    total = np.bincount(model, weights=visits * k.member, minlength=n_mod)
+    mean = np.divide(total, members, out=np.zeros(n_mod), where=members > 0)
+    return np.asarray(np.where(k.member, visits - mean[model], 0.0))
+
+
+def balance(k: Coefficients, s: np.ndarray) -> float:
+    """sum over (n, m) of lambda phi G rho z ((v_n - mean v) / vbar)^2: FedAvg weighs each
+    arrival by its data share, so it is unbiased when every device of a model is visited
+    equally often; a device visited more (less) pulls the model towards (away from) its own
+    optimum, by as much as its data strays (z). Convex in the visit counts: a sum of squares of
+    affine functions, so SCA carries it as it is. The participation term only rewards visits;
+    this one also charges for visiting one device over and over."""
+    if not k.balance.any():
+        return 0.0
+    return float(k.balance @ visit_deviation(k, s) ** 2)
+
+
+def balance_change(
+    k: Coefficients, s: np.ndarray, pair: np.ndarray, work: np.ndarray
+) -> np.ndarray:
+    """The balance term's change when ``work`` more visits go to each of ``pair`` (one at a
+    time, at selection s): every device of the model moves by -work / N_m from the new mean,
+    and the visited one by work on top: -2 d S1 + d^2 S0 + lambda_p w (2 dev_p - 2 d + w), with
+    d = w / N_m, S1 = sum lambda dev and S0 = sum lambda over the model's devices."""
+    if not k.balance.any():
+        return np.zeros(len(pair))
+    n_mod = len(k.weight)
+    model = np.arange(len(k.visits)) % n_mod
+    dev = visit_deviation(k, s)
+    members = np.bincount(model, weights=k.member, minlength=n_mod)
+    s1 = np.bincount(model, weights=k.balance * dev, minlength=n_mod)
+    s0 = np.bincount(model, weights=k.balance * k.member, minlength=n_mod)
+    m = pair % n_mod
+    d = work / np.maximum(members[m], 1.0)
+    own = k.balance[pair] * work * (2 * dev[pair] - 2 * d + work)
+    return np.asarray(-2 * d * s1[m] + d**2 * s0[m] + own)

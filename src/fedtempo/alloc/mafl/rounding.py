@@ -10,6 +10,8 @@ from fedtempo.alloc.mafl.problem import (
     Coefficients,
     MaflProblem,
     _occupancy,
+    balance,
+    balance_change,
     objective,
 )
 from fedtempo.alloc.pruning import Infeasible
@@ -86,8 +88,8 @@ class _Selection:
 
 def added_values(p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients) -> np.ndarray:
     """J(s + e_i) for every candidate i, at once: adding i changes one (model, round) slot's
-    step, one model's Psi, one pair's participation and the energy (``objective`` for each i,
-    to float rounding; a test checks it)."""
+    step, one model's Psi, one pair's participation, its model's visit balance and the energy
+    (``objective`` for each i, to float rounding; a test checks it)."""
     n_mod, horizon = len(p.terms), p.available.shape[1]
     size = n_mod * horizon
     share = np.bincount(k.slot, weights=k.share * s, minlength=size)
@@ -98,13 +100,18 @@ def added_values(p: MaflProblem, c: Candidates, s: np.ndarray, k: Coefficients) 
     psi = k.weight * k.gap / (1 + k.rate * progress)
     planned = np.bincount(k.pair, weights=s * k.work, minlength=len(k.visits))
     left_out = k.cover / (k.visits + planned)
-    base = psi.sum() + left_out.sum() + p.beta_e * float(k.energy @ s)
+    base = psi.sum() + left_out.sum() + balance(k, s) + p.beta_e * float(k.energy @ s)
     slot, m, pair = k.slot, c.model, k.pair
     new_step = (moved[slot] + k.share * k.steps) / (share[slot] + k.share + spread[slot])
     new_psi = k.weight[m] * k.gap[m] / (1 + k.rate[m] * (progress[m] + new_step - step[slot]))
     new_left_out = k.cover[pair] / (k.visits[pair] + planned[pair] + k.work)
+    spread_out = balance_change(k, s, pair, k.work)
     return np.asarray(
-        base + (new_psi - psi[m]) + (new_left_out - left_out[pair]) + p.beta_e * k.energy
+        base
+        + (new_psi - psi[m])
+        + (new_left_out - left_out[pair])
+        + spread_out
+        + p.beta_e * k.energy
     )
 
 

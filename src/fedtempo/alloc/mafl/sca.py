@@ -19,6 +19,7 @@ from fedtempo.alloc.mafl.problem import (
     _population,
     _terms_array,
     arrival_weights,
+    balance_change,
     batch_factor,
     candidates,
     coefficients,
@@ -83,7 +84,34 @@ def _penalty(p: MaflProblem, c: Candidates, k: Coefficients) -> float:
     m = c.model
     gain = k.weight[m] * k.gap[m] * k.rate[m] * k.mean_steps[m] * k.share / k.spread[m]
     gain = gain + k.work * k.cover[k.pair] / k.visits[k.pair] ** 2
+    gain = gain - balance_change(k, np.zeros(len(m)), k.pair, k.work)  # one visit's change
     return float(np.mean(np.abs(p.beta_e * k.energy - gain))) if len(m) else 0.0
+
+
+def _balance_expression(
+    k: Coefficients, counted: sp.csr_matrix, s: cp.Variable
+) -> cp.Expression | float:
+    """The visit-balance term in s: sum over the charged pairs of lambda (D v)^2, with v the
+    pairs' visits (``counted`` @ s + recent) and D taking away their model's mean over its
+    devices with data (a sum of squares of affine functions of s)."""
+    charged = np.flatnonzero(k.balance > 0)
+    if len(charged) == 0:
+        return 0.0
+    n_mod = len(k.weight)
+    model = np.arange(len(k.visits)) % n_mod
+    members = np.bincount(model, weights=k.member, minlength=n_mod)
+    rows, cols, vals = [], [], []
+    for r, p in enumerate(charged):
+        same = np.flatnonzero(k.member & (model == model[p]))
+        rows += [r] * len(same)
+        cols += same.tolist()
+        vals += [-1.0 / members[model[p]]] * len(same)
+        rows.append(r)
+        cols.append(int(p))
+        vals.append(1.0)
+    centre = sp.csr_matrix((vals, (rows, cols)), shape=(len(charged), len(k.visits)))
+    scale = sp.diags(np.sqrt(k.balance[charged]))
+    return cp.sum_squares(scale @ centre @ counted @ s + scale @ (centre @ k.visits))
 
 
 def relax_schedule(
@@ -108,8 +136,9 @@ def relax_schedule(
     counted = _onehot(k.pair, len(k.visits)) @ sp.diags(k.work)  # visits of each pair
     visits = counted[covered] @ s + k.visits[covered]
     left_out = k.cover[covered] @ cp.inv_pos(visits) if len(covered) else 0.0
+    spread_out = _balance_expression(k, counted, s)
     problem = cp.Problem(
-        cp.Minimize(cp.sum(psi) + left_out + (p.beta_e * k.energy) @ s + lin @ s),
+        cp.Minimize(cp.sum(psi) + left_out + spread_out + (p.beta_e * k.energy) @ s + lin @ s),
         _schedule_constraints(p, c, s, k.energy),
     )
     lin.value = np.zeros(size)
