@@ -7,7 +7,9 @@ spends about three quarters of its compute energy. ``mafl.spare_devices = k`` ke
 the mlp off the k fastest devices (they train only the logreg, whose sessions cost almost
 nothing) and gives their channels to the next devices in round-robin's cycle;
 ``mafl.spare_models = "all"`` keeps those devices out altogether. The same mask can be put on
-the optimiser (sca, sca-sizing). Each point is run on the same seeds as round-robin at
+the optimiser (sca, sca-sizing); the optimiser's points without it (``sca-beta*``) are there to
+compare, and every sca point plans with the configuration's visit-balance term (default 0.3;
+``mafl.visit_balance``). Each point is run on the same seeds as round-robin at
 gamma 40, B 32 (W-mafl's best baseline) and gamma 40, B 8 (the cheap end of its front), and
 paired with them seed by seed (the seeds' own spread, 6-8 points, is larger than the effects).
 
@@ -50,8 +52,9 @@ def points(k: int) -> dict[str, list[str]]:
             "mafl.iterations=40",
             "mafl.batch=32",
         ],
-        "sca-beta0.003": ["mafl.scheduler=sca", "mafl.beta_e=0.003"],
     }
+    for beta in (0.0, 0.001, 0.003):  # the optimiser without the mask
+        out[f"sca-beta{beta:g}"] = ["mafl.scheduler=sca", f"mafl.beta_e={beta}"]
     for beta in (0.001, 0.003):
         out[f"spare-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *spare, f"mafl.beta_e={beta}"]
         out[f"spare-sca-sizing-beta{beta:g}"] = [
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         summarise(rows, setting, names[setting], figures)
     targets: dict[str, dict[str, Any]] = {}
     for setting in args.settings:
-        for name in ("spare-rr-g40-B32", "spare-sca-beta0.003"):
+        for name in (n for n in names[setting] if n not in REFERENCES):
             gain = figures.get(f"{setting}_{name}_vs_rr-g40-B32_accuracy_gain")
             ratio = figures.get(f"{setting}_{name}_vs_rr-g40-B32_energy_ratio")
             if gain is None or ratio is None:
