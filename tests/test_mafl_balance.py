@@ -73,15 +73,17 @@ def test_the_term_is_convex_along_any_line():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_relaxation_carries_the_same_term(seed):
-    """The CVXPY expression the S-step minimises equals ``balance`` at any s."""
+    """The CVXPY expression the S-step minimises (with its lifted per-model means) equals
+    ``balance`` at any s, and is convex."""
     _, c, k = balanced(seed, 1.5)
     counted = _onehot(k.pair, len(k.visits))
     s = cp.Variable(len(c.device))
-    expr = _balance_expression(k, counted, s)
+    expr, held = _balance_expression(k, counted, s)
     assert isinstance(expr, cp.Expression) and expr.is_convex()
     for trial in range(3):
-        s.value = np.random.default_rng(trial).random(len(c.device))
-        assert float(expr.value) == pytest.approx(balance(k, s.value), rel=1e-9)
+        at = np.random.default_rng(trial).random(len(c.device))
+        cp.Problem(cp.Minimize(expr), [*held, s == at]).solve(solver=cp.CLARABEL)
+        assert float(expr.value) == pytest.approx(balance(k, at), rel=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -90,28 +90,26 @@ def _penalty(p: MaflProblem, c: Candidates, k: Coefficients) -> float:
 
 def _balance_expression(
     k: Coefficients, counted: sp.csr_matrix, s: cp.Variable
-) -> cp.Expression | float:
-    """The visit-balance term in s: sum over the charged pairs of lambda (D v)^2, with v the
-    pairs' visits (``counted`` @ s + recent) and D taking away their model's mean over its
-    devices with data (a sum of squares of affine functions of s)."""
+) -> tuple[cp.Expression | float, list[cp.Constraint]]:
+    """The visit-balance term in s: sum over the charged pairs of lambda (v - mean_m)^2, with v
+    the pairs' visits (``counted`` @ s + recent) and mean_m a variable held to the mean over
+    model m's devices with data (a sum of squares of affine functions of s; the lifted mean
+    keeps the matrices as sparse as ``counted``)."""
     charged = np.flatnonzero(k.balance > 0)
     if len(charged) == 0:
-        return 0.0
+        return 0.0, []
     n_mod = len(k.weight)
     model = np.arange(len(k.visits)) % n_mod
-    members = np.bincount(model, weights=k.member, minlength=n_mod)
-    rows, cols, vals = [], [], []
-    for r, p in enumerate(charged):
-        same = np.flatnonzero(k.member & (model == model[p]))
-        rows += [r] * len(same)
-        cols += same.tolist()
-        vals += [-1.0 / members[model[p]]] * len(same)
-        rows.append(r)
-        cols.append(int(p))
-        vals.append(1.0)
-    centre = sp.csr_matrix((vals, (rows, cols)), shape=(len(charged), len(k.visits)))
+    members = np.flatnonzero(k.member)
+    size = np.bincount(model[members], minlength=n_mod).astype(float)
+    average = sp.csr_matrix(
+        (1.0 / size[model[members]], (model[members], members)), shape=(n_mod, len(k.visits))
+    )
+    mean = cp.Variable(n_mod)
+    held = [mean == average @ counted @ s + average @ k.visits]
     scale = sp.diags(np.sqrt(k.balance[charged]))
-    return cp.sum_squares(scale @ centre @ counted @ s + scale @ (centre @ k.visits))
+    own = counted[charged] @ s + k.visits[charged] - _onehot(model[charged], n_mod).T @ mean
+    return cp.sum_squares(scale @ own), held
 
 
 def relax_schedule(
@@ -136,10 +134,10 @@ def relax_schedule(
     counted = _onehot(k.pair, len(k.visits)) @ sp.diags(k.work)  # visits of each pair
     visits = counted[covered] @ s + k.visits[covered]
     left_out = k.cover[covered] @ cp.inv_pos(visits) if len(covered) else 0.0
-    spread_out = _balance_expression(k, counted, s)
+    spread_out, held = _balance_expression(k, counted, s)
     problem = cp.Problem(
         cp.Minimize(cp.sum(psi) + left_out + spread_out + (p.beta_e * k.energy) @ s + lin @ s),
-        _schedule_constraints(p, c, s, k.energy),
+        [*_schedule_constraints(p, c, s, k.energy), *held],
     )
     lin.value = np.zeros(size)
     _solve(problem, "schedule relaxation", p)
