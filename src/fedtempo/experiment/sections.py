@@ -190,13 +190,6 @@ class MaflConfig(Section):
     is visited over and over (0: off; None: 0.3, the best of 0.3, 1 and 3 in a screen of
     W-mafl over 8 seeds, or off where ``work_visits`` is on)."""
 
-    @property
-    def balance_weight(self) -> float:
-        """The visit-balance weight the optimiser plans with."""
-        if self.visit_balance is not None:
-            return self.visit_balance
-        return 0.0 if self.work_visits else 0.3
-
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
     round_s: float = Field(10.0, gt=0)
@@ -253,6 +246,13 @@ class MaflConfig(Section):
                 "set at least 1"
             )
         return self
+
+    @property
+    def balance_weight(self) -> float:
+        """The visit-balance weight the optimiser plans with."""
+        if self.visit_balance is not None:
+            return self.visit_balance
+        return 0.0 if self.work_visits else 0.3
 
 
 class JobConfig(Section):

@@ -33,6 +33,11 @@ steps, discounted by how well their data share A represents the population:
   data over its mean loss; training n lowers l_n, so the choice rotates over the devices.
 
 So h_i = gamma0 log(1 + gamma / gamma0) x B / (a B + B_noise), w_i = rho_n l_n / (1 + xi (d - 1)).
+J also carries two terms over each device's visits v_{n,m} (its sessions of m in the recent past
+and the horizon), both convex in s: the participation term sum phi G rho z / (c + v), which
+rewards visiting the devices left out, and the visit-balance term sum lambda phi G rho z
+((v - mean_n v) / vbar)^2, which also charges for visiting one device over and over (FedAvg over
+data-weighted arrivals is unbiased when a model's devices are visited equally often).
 Constraints: one model per device at a time, at most C uploads per round, data, availability,
 devices busy with committed sessions, an optional energy budget and an optional minimum number of
 sessions per model; the latency of a session (download, gamma x B samples of compute, upload) must
