@@ -172,7 +172,7 @@ class MaflProblem:
                 continue
             mean = (float(past[has[:, m], m].sum()) + planned) / int(has[:, m].sum())
             out[:, m] = self.balance * t.weight * t.gap * t.dissimilarity / max(mean, 1.0) ** 2
-        return np.asarray(np.where(has, out * self.rho, 0.0))
+        return np.asarray(out * self.rho)  # rho is 0 where a device holds no data
 
     def visits(self) -> np.ndarray:
         """c + the recent sessions of each (n, m) (N x M)."""
@@ -324,13 +324,19 @@ def participation(k: Coefficients, s: np.ndarray) -> float:
     return float((k.cover / (k.visits + planned)).sum())
 
 
+def pair_models(k: Coefficients) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair (n M + m) its model m, and per model how many devices hold its data."""
+    n_mod = len(k.weight)
+    model = np.arange(len(k.visits)) % n_mod
+    return model, np.bincount(model, weights=k.member, minlength=n_mod)
+
+
 def visit_deviation(k: Coefficients, s: np.ndarray) -> np.ndarray:
     """Per pair: its visits (recent + planned at s) minus the mean over its model's devices
     with data (0 for pairs without data)."""
     n_mod = len(k.weight)
-    model = np.arange(len(k.visits)) % n_mod
+    model, members = pair_models(k)
     visits = k.visits + np.bincount(k.pair, weights=s * k.work, minlength=len(k.visits))
-    members = np.bincount(model, weights=k.member, minlength=n_mod)
     total = np.bincount(model, weights=visits * k.member, minlength=n_mod)
     mean = np.divide(total, members, out=np.zeros(n_mod), where=members > 0)
     return np.asarray(np.where(k.member, visits - mean[model], 0.0))
@@ -358,9 +364,8 @@ def balance_change(
     if not k.balance.any():
         return np.zeros(len(pair))
     n_mod = len(k.weight)
-    model = np.arange(len(k.visits)) % n_mod
+    model, members = pair_models(k)
     dev = visit_deviation(k, s)
-    members = np.bincount(model, weights=k.member, minlength=n_mod)
     s1 = np.bincount(model, weights=k.balance * dev, minlength=n_mod)
     s0 = np.bincount(model, weights=k.balance * k.member, minlength=n_mod)
     m = pair % n_mod

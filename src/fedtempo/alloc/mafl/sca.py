@@ -26,6 +26,7 @@ from fedtempo.alloc.mafl.problem import (
     drift_peak,
     effective_steps,
     objective,
+    pair_models,
 )
 from fedtempo.alloc.mafl.rounding import round_greedy
 from fedtempo.alloc.pruning import Infeasible
@@ -99,9 +100,8 @@ def _balance_expression(
     if len(charged) == 0:
         return 0.0, []
     n_mod = len(k.weight)
-    model = np.arange(len(k.visits)) % n_mod
+    model, size = pair_models(k)
     members = np.flatnonzero(k.member)
-    size = np.bincount(model[members], minlength=n_mod).astype(float)
     average = sp.csr_matrix(
         (1.0 / size[model[members]], (model[members], members)), shape=(n_mod, len(k.visits))
     )
