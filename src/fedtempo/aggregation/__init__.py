@@ -15,6 +15,7 @@ from fedtempo.aggregation.reducers import (
     coefficient_sum,
     coordinate_median,
     sample_weighted_delta,
+    step_normalised_delta,
     trimmed_mean,
 )
 from fedtempo.aggregation.staleness import (
@@ -53,5 +54,6 @@ __all__ = [
     "coordinate_median",
     "sample_weighted_delta",
     "staleness_of",
+    "step_normalised_delta",
     "trimmed_mean",
 ]

@@ -23,6 +23,27 @@ def sample_weighted_delta(updates: Sequence[Update]) -> torch.Tensor:
     return coefficient_sum(updates, [float(u.num_samples) / total for u in updates])
 
 
+def step_normalised_delta(updates: Sequence[Update]) -> torch.Tensor:
+    """FedNova's mean delta for plain local SGD (Wang et al. 2020): tau_eff sum_i p_i Delta_i /
+    tau_i, with p_i the sample shares, tau_i each update's local steps and tau_eff = sum_i p_i
+    tau_i. FedAvg's mean weighs a device by its share times its steps, so updates of unequal
+    lengths pull the model toward the longer ones' data (objective inconsistency); normalising
+    each delta by its steps removes that bias and keeps the step length. Updates of equal
+    lengths give FedAvg's mean, bit for bit (the same reduction)."""
+    steps = {u.num_steps for u in updates}
+    if len(steps) <= 1:
+        return sample_weighted_delta(updates)
+    if min(steps) < 1:
+        raise ValueError(f"step_normalised_delta: an update with data reports {min(steps)} steps")
+    total = float(sum(u.num_samples for u in updates))
+    if not total > 0:
+        return sample_weighted_delta(updates)  # raises, naming the problem
+    share = [float(u.num_samples) / total for u in updates]
+    tau_eff = sum(p * u.num_steps for p, u in zip(share, updates, strict=True))
+    coefficients = [p * tau_eff / u.num_steps for p, u in zip(share, updates, strict=True)]
+    return coefficient_sum(updates, coefficients)
+
+
 def client_order(updates: Sequence[Update]) -> list[int]:
     """Indices of ``updates`` in (client id, base version) order: the reduction order of every
     reducer, so that float results never depend on arrival order."""

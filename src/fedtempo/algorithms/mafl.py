@@ -12,7 +12,9 @@ A session (device n, model m, start round t, upload round u, gamma, B) trains mo
 vector of round t with gamma iterations of batch B; its timeline is: download, compute, wait
 until round u, upload. A delta is applied at the end of the round it *arrives* in (a late
 session is applied stale, later): w_m <- w_m + server_lr x sum (D_n / sum D) delta over that
-round's arrivals of m (FedAvg over the arrivals). Planning uses each device's mean link rates;
+round's arrivals of m (FedAvg over the arrivals; with ``normalise_steps``, FedNova's
+step-normalised mean, so that sessions sized to different gamma weigh by data share alone).
+Planning uses each device's mean link rates;
 the sessions see the real (faded, trace-driven) ones.
 """
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fedtempo.aggregation.reducers import step_normalised_delta
 from fedtempo.aggregation.sync import FedAvg
 from fedtempo.algorithms.jobs import TrainingJob, job_spec
 from fedtempo.algorithms.protocol import (
@@ -39,6 +42,7 @@ from fedtempo.algorithms.protocol import (
     Workload,
 )
 from fedtempo.alloc.mafl import TaskTerms, visit_work
+from fedtempo.client.local import Update
 from fedtempo.multitask.optimised import Physics
 from fedtempo.multitask.schedule import Schedule, Session, validate
 from fedtempo.multitask.schedulers import PlanContext, round_robin
@@ -65,6 +69,7 @@ class MaflSettings:
     server_lr: float = 1.0
     warmup_rounds: int = 0
     memory_rounds: int = 12  # the past over which a plan counts each device's sessions
+    normalise_steps: bool = False  # FedNova's mean over a round's arrivals (not FedAvg's)
 
 
 @dataclass
@@ -243,9 +248,16 @@ class MaflRounds:
             if not updates:
                 continue
             state.previous[m] = current.params
-            current.params = rule.aggregate(current.params, updates)
+            current.params = self._apply(rule, current.params, updates)
             current.version += 1
             log.applied[m] = len(updates)
         log.energy_j = sum(r.update.energy_j for r in outcome.results)
         state.log.append(log)
         return state
+
+    def _apply(self, rule: FedAvg, params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        """The new global vector of one model from its arrivals in a round."""
+        useful = [u for u in updates if u.num_samples > 0]
+        if not self.settings.normalise_steps or not useful:
+            return rule.aggregate(params, updates)
+        return params + rule.server_lr * step_normalised_delta(useful)

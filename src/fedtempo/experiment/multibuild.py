@@ -158,6 +158,7 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
         server_lr=mc.server_lr,
         warmup_rounds=mc.warmup_rounds,
         memory_rounds=mc.memory_rounds,
+        normalise_steps=mc.normalise_steps,
     )
     spared = spare(mc, ph)
     chosen = scheduler(mc, ph, streams, spared)

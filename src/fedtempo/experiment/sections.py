@@ -188,7 +188,12 @@ class MaflConfig(Section):
     term, which charges each device's visits of a model (over the same window as the
     participation term) for straying from the mean over the model's devices, so that no device
     is visited over and over (0: off; None: 0.3, the best of 0.3, 1 and 3 in a screen of
-    W-mafl over 8 seeds, or off where ``work_visits`` is on)."""
+    W-mafl over 8 seeds, or off where ``work_visits`` is on). ``normalise_steps``: each round's
+    arrivals of a model are averaged with FedNova's step normalisation (Wang et al. 2020), not
+    FedAvg's mean, so that a session sized to more iterations than another does not pull the
+    model toward its device's data (the same model where every session has the same gamma; a
+    study, off by default: it stretches the sizing's few-iteration sessions, and W-mafl's cnn
+    then falls to 56%)."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -217,6 +222,7 @@ class MaflConfig(Section):
     spare_devices: int = Field(0, ge=0)
     spare_models: Literal["heavy", "all"] = "heavy"
     visit_balance: float | None = Field(None, ge=0)
+    normalise_steps: bool = False
 
     @model_validator(mode="after")
     def _ranges(self) -> MaflConfig:
