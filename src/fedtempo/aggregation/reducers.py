@@ -38,10 +38,11 @@ def step_normalised_delta(updates: Sequence[Update]) -> torch.Tensor:
     total = float(sum(u.num_samples for u in updates))
     if not total > 0:
         return sample_weighted_delta(updates)  # raises, naming the problem
-    share = [float(u.num_samples) / total for u in updates]
-    tau_eff = sum(p * u.num_steps for p, u in zip(share, updates, strict=True))
-    coefficients = [p * tau_eff / u.num_steps for p, u in zip(share, updates, strict=True)]
-    return coefficient_sum(updates, coefficients)
+    ordered = [updates[i] for i in client_order(updates)]  # tau_eff's sum in a fixed order too
+    share = [float(u.num_samples) / total for u in ordered]
+    tau_eff = sum(p * u.num_steps for p, u in zip(share, ordered, strict=True))
+    coefficients = [p * tau_eff / u.num_steps for p, u in zip(share, ordered, strict=True)]
+    return coefficient_sum(ordered, coefficients)
 
 
 def client_order(updates: Sequence[Update]) -> list[int]:

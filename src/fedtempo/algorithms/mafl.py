@@ -14,8 +14,8 @@ until round u, upload. A delta is applied at the end of the round it *arrives* i
 session is applied stale, later): w_m <- w_m + server_lr x sum (D_n / sum D) delta over that
 round's arrivals of m (FedAvg over the arrivals; with ``normalise_steps``, FedNova's
 step-normalised mean, so that sessions sized to different gamma weigh by data share alone).
-Planning uses each device's mean link rates;
-the sessions see the real (faded, trace-driven) ones.
+Planning uses each device's mean link rates; the sessions see the real (faded, trace-driven)
+ones.
 """
 
 from __future__ import annotations
