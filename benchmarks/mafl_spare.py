@@ -8,12 +8,12 @@ the mlp off the k fastest devices (they train only the logreg, whose sessions co
 nothing) and gives their channels to the next devices in round-robin's cycle;
 ``mafl.spare_models = "all"`` keeps those devices out altogether. The same mask can be put on
 the optimiser (sca, sca-sizing); the optimiser's points without it (``sca-beta*``) are there to
-compare, and every sca point plans with the configuration's visit-balance term (default 0.3;
-``mafl.visit_balance``). ``normalised-*``: the optimiser and its sizing half with each round's
-arrivals averaged by FedNova's step normalisation (``mafl.normalise_steps``). Each point is run
-on the same seeds as round-robin at gamma 40, B 32 (W-mafl's best baseline) and gamma 40, B 8
-(the cheap end of its front), and paired with them seed by seed (the seeds' own spread, 6-8
-points, is larger than the effects).
+compare (``sca-schedule-beta*``: its schedule half alone), and every sca point plans with the
+configuration's visit-balance term (default 0.3; ``mafl.visit_balance``). ``normalised-*``:
+the optimiser and its sizing half with each round's arrivals averaged by FedNova's step
+normalisation (``mafl.normalise_steps``). Each point is run on the same seeds as round-robin
+at gamma 40, B 32 (W-mafl's best baseline) and gamma 40, B 8 (the cheap end of its front), and
+paired with them seed by seed (the seeds' own spread, 6-8 points, is larger than the effects).
 
     python benchmarks/mafl_spare.py [--settings base wide] [--seeds 0 1 2] [--jobs 2]
         [--points rr-g40-B32 spare-rr-g40-B32 ...] [--tag seeds8]
@@ -57,6 +57,8 @@ def points(k: int) -> dict[str, list[str]]:
     }
     for beta in (0.0, 0.001, 0.003):  # the optimiser without the mask
         out[f"sca-beta{beta:g}"] = ["mafl.scheduler=sca", f"mafl.beta_e={beta}"]
+    for beta in (0.0, 0.01):  # the schedule half alone (nominal gamma and B)
+        out[f"sca-schedule-beta{beta:g}"] = ["mafl.scheduler=sca-schedule", f"mafl.beta_e={beta}"]
     nova = ["mafl.normalise_steps=true", "mafl.beta_e=0.001"]  # FedNova's mean (a study)
     out["normalised-sca-beta0.001"] = ["mafl.scheduler=sca", *nova]
     out["normalised-sca-sizing-beta0.001"] = ["mafl.scheduler=sca-sizing", *nova]
