@@ -11,7 +11,8 @@ the optimiser (sca, sca-sizing); the optimiser's points without it (``sca-beta*`
 compare (``sca-schedule-beta*``: its schedule half alone), and every sca point plans with the
 configuration's visit-balance term (default 0.3; ``mafl.visit_balance``). ``normalised-*``:
 the optimiser and its sizing half with each round's arrivals averaged by FedNova's step
-normalisation (``mafl.normalise_steps``). Each point is run on the same seeds as round-robin
+normalisation (``mafl.normalise_steps``); ``floor10-*``: the optimiser sizing no session below
+10 iterations (``mafl.min_iterations``). Each point is run on the same seeds as round-robin
 at gamma 40, B 32 (W-mafl's best baseline) and gamma 40, B 8 (the cheap end of its front), and
 paired with them seed by seed (the seeds' own spread, 6-8 points, is larger than the effects).
 
@@ -62,6 +63,9 @@ def points(k: int) -> dict[str, list[str]]:
     nova = ["mafl.normalise_steps=true", "mafl.beta_e=0.001"]  # FedNova's mean (a study)
     out["normalised-sca-beta0.001"] = ["mafl.scheduler=sca", *nova]
     out["normalised-sca-sizing-beta0.001"] = ["mafl.scheduler=sca-sizing", *nova]
+    floor = ["mafl.scheduler=sca", "mafl.min_iterations=10", "mafl.beta_e=0.001"]  # a study
+    out["floor10-sca-beta0.001"] = floor
+    out["floor10-normalised-sca-beta0.001"] = [*floor, "mafl.normalise_steps=true"]
     for beta in (0.001, 0.003):
         out[f"spare-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *spare, f"mafl.beta_e={beta}"]
         out[f"spare-sca-sizing-beta{beta:g}"] = [

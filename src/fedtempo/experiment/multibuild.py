@@ -123,6 +123,7 @@ def scheduler(
         ph,
         mc.beta_e,
         max_iterations=mc.max_iterations,
+        min_iterations=mc.min_iterations,
         batch_range=mc.batch_range,
         energy_budget=mc.energy_budget,
         min_sessions=mc.min_sessions,

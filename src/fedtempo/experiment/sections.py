@@ -193,7 +193,9 @@ class MaflConfig(Section):
     FedAvg's mean, so that a session sized to more iterations than another does not pull the
     model toward its device's data (the same model where every session has the same gamma; a
     study, off by default: it stretches the sizing's few-iteration sessions, and W-mafl's cnn
-    then falls to 56%)."""
+    then falls to 56%). ``min_iterations``: the least gamma the optimiser sizes a session to
+    (where the latency and the drift peak allow it; 1: no floor), so that it cannot cut the
+    sessions on the devices where a FLOP costs most to a step or two."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)
@@ -205,6 +207,7 @@ class MaflConfig(Section):
     iterations: int = Field(20, ge=1)
     batch: int = Field(32, ge=1)
     max_iterations: int = Field(100, ge=1)
+    min_iterations: int = Field(1, ge=1)
     batch_range: tuple[int, int] = (8, 128)
     beta_e: float = Field(0.0, ge=0)
     energy_budget: float | None = Field(None, gt=0)
@@ -228,6 +231,11 @@ class MaflConfig(Section):
     def _ranges(self) -> MaflConfig:
         if self.step > self.horizon:
             raise ValueError(f"mafl.step: {self.step} > mafl.horizon = {self.horizon}")
+        if self.min_iterations > self.max_iterations:
+            raise ValueError(
+                f"mafl.min_iterations: {self.min_iterations} > mafl.max_iterations = "
+                f"{self.max_iterations}"
+            )
         lo, hi = self.batch_range
         if not 1 <= lo <= hi:
             raise ValueError(f"mafl.batch_range: need 1 <= min <= max, got {[lo, hi]}")

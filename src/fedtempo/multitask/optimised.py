@@ -73,11 +73,13 @@ class SCAScheduler:
     ``spare``: (device, model) pairs never scheduled (``fedtempo.multitask.schedulers.
     costly_devices``): the round-robin schedule of "sizing" skips them, and the other modes plan
     as if those devices held no data of those models (None: every pair with data).
-    ``balance``: weight of the visit-balance term (``fedtempo.alloc.mafl.balance``; 0: off)."""
+    ``balance``: weight of the visit-balance term (``fedtempo.alloc.mafl.balance``; 0: off).
+    ``min_iterations``: the least gamma a sized session gets (where its latency allows)."""
 
     physics: Physics
     beta_e: float
     max_iterations: int = 100
+    min_iterations: int = 1
     batch_range: tuple[int, int] = (8, 128)
     energy_budget: float | None = None
     min_sessions: int = 0
@@ -118,6 +120,7 @@ class SCAScheduler:
             iterations=ctx.iterations,
             batch=ctx.batch,
             max_iterations=self.max_iterations,
+            min_iterations=self.min_iterations,
             batch_range=self.batch_range,
             energy_budget=self.energy_budget,
             min_sessions=self.min_sessions if min_sessions is None else min_sessions,

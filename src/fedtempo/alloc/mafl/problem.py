@@ -97,6 +97,7 @@ class MaflProblem:
     iterations: int  # nominal gamma (the session lengths were sized with it)
     batch: int  # B used while choosing the schedule
     max_iterations: int = 100
+    min_iterations: int = 1  # the sizing's floor on gamma (where the latency allows it)
     batch_range: tuple[int, int] = (8, 128)
     energy_budget: float | None = None
     min_sessions: int = 0

@@ -176,6 +176,12 @@ def _sizing_bounds(
     return g_max, b_max
 
 
+def _gamma_floor(p: MaflProblem, g_max: np.ndarray) -> np.ndarray:
+    """The least gamma of each pair: ``min_iterations``, or its upper bound where that is less
+    (the latency and the drift peak come first)."""
+    return np.asarray(np.minimum(float(p.min_iterations), np.maximum(g_max, 1.0)))
+
+
 @dataclass(frozen=True)
 class _Pairs:
     """The (device, model) pairs with chosen sessions: P_m = sum_pairs weight x h(gamma, B)."""
@@ -254,7 +260,8 @@ def size_sessions(
         if history[-2] - history[-1] <= tol * max(1.0, abs(history[-1])):
             break
     g_max, _ = _sizing_bounds(p, gamma, batch, q.index)
-    gamma[q.index] = np.clip(np.round(gamma[q.index]), 1, np.maximum(np.floor(g_max), 1))
+    top = np.maximum(np.floor(g_max), 1)
+    gamma[q.index] = np.clip(np.round(gamma[q.index]), np.minimum(p.min_iterations, top), top)
     _, b_max = _sizing_bounds(p, gamma, batch, q.index)
     top = np.maximum(np.floor(b_max), 1)
     batch[q.index] = np.clip(np.round(batch[q.index]), np.minimum(p.batch_range[0], top), top)
@@ -296,16 +303,17 @@ def _solve_gamma(
 ) -> tuple[np.ndarray, np.ndarray]:
     b = batch[q.index]
     g_max, _ = _sizing_bounds(p, gamma, batch, q.index)
+    lo = _gamma_floor(p, g_max)
     g = cp.Variable(len(q.count))
     g0 = q.local_steps
     # gamma0 log(1 + gamma / gamma0) - delta gamma (concave)
     drift = cp.multiply(g0, cp.log(1 + cp.multiply(1 / g0, g))) - cp.multiply(q.drift_decay, g)
     progress = cp.multiply(q.weight * batch_factor(b, q.samples, q.batch_noise), drift)
     energy = (q.count * q.flop_j * b) @ g + float(q.count @ q.upload_j)
-    cons = [g >= 1, g <= np.maximum(g_max, 1)]
+    cons = [g >= lo, g <= np.maximum(g_max, 1)]
     left_out = _left_out(p, q, cp.multiply(b / p.nominal_samples, g))
     _solve(_sizing_problem(p, q, progress, energy, cons, left_out), "iteration sizing", p)
-    return np.clip(np.asarray(g.value), 1, np.maximum(g_max, 1)), b
+    return np.clip(np.asarray(g.value), lo, np.maximum(g_max, 1)), b
 
 
 def _solve_batch(
@@ -331,11 +339,14 @@ START_GRID = (1, 2, 5, 10, 20, 50, 100, 200)
 
 
 def starting_iterations(p: MaflProblem) -> np.ndarray:
-    """gamma to start the S-step from, per model: on a grid (up to ``max_iterations``), the
-    value with the best first-order net value of one average session at the nominal B,
-    phi G k h(gamma) w / (w + A0) - beta E(gamma); capped by each pair's latency bound."""
+    """gamma to start the S-step from, per model: on a grid (``min_iterations`` to
+    ``max_iterations``), the value with the best first-order net value of one average session
+    at the nominal B, phi G k h(gamma) w / (w + A0) - beta E(gamma); capped by each pair's
+    latency bound."""
     out = np.full(p.samples.shape, p.iterations, dtype=np.int64)
-    grid = np.array([g for g in START_GRID if g <= p.max_iterations] or [1], dtype=float)
+    least = min(p.min_iterations, p.max_iterations)
+    grid = np.array(sorted({least, *(g for g in START_GRID if least <= g <= p.max_iterations)}))
+    grid = grid.astype(float)
     share = p.share()
     for m, t in enumerate(p.terms):
         has = p.samples[:, m] > 0
