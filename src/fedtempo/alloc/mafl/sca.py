@@ -260,8 +260,8 @@ def size_sessions(
         if history[-2] - history[-1] <= tol * max(1.0, abs(history[-1])):
             break
     g_max, _ = _sizing_bounds(p, gamma, batch, q.index)
-    top = np.maximum(np.floor(g_max), 1)
-    gamma[q.index] = np.clip(np.round(gamma[q.index]), np.minimum(p.min_iterations, top), top)
+    g_top = np.floor(g_max)
+    gamma[q.index] = np.clip(np.round(gamma[q.index]), _gamma_floor(p, g_top), np.maximum(g_top, 1))
     _, b_max = _sizing_bounds(p, gamma, batch, q.index)
     top = np.maximum(np.floor(b_max), 1)
     batch[q.index] = np.clip(np.round(batch[q.index]), np.minimum(p.batch_range[0], top), top)
