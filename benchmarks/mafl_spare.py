@@ -14,9 +14,10 @@ the optimiser and its sizing half with each round's arrivals averaged by FedNova
 normalisation (``mafl.normalise_steps``); ``floor10-*``: the optimiser sizing no session below
 10 iterations (``mafl.min_iterations``); ``batch32-*``: the optimiser and its sizing half
 with B held at 32, sizing gamma alone; ``cap32-*``: the optimiser with B sized between 8 and
-32. Each point is run on the same seeds as round-robin at gamma 40, B 32 (W-mafl's best
-baseline) and gamma 40, B 8 (the cheap end of its front), and paired with them seed by seed
-(the seeds' own spread, 6-8 points, is larger than the effects).
+32; ``balance1-batch32-*``: B held at 32 and the visit-balance term at weight 1. Each point is
+run on the same seeds as round-robin at gamma 40, B 32 (W-mafl's best baseline) and gamma 40,
+B 8 (the cheap end of its front), and paired with them seed by seed (the seeds' own spread,
+6-8 points, is larger than the effects).
 
     python benchmarks/mafl_spare.py [--settings base wide] [--seeds 0 1 2] [--jobs 2]
         [--points rr-g40-B32 spare-rr-g40-B32 ...] [--tag seeds8]
@@ -74,6 +75,8 @@ def points(k: int) -> dict[str, list[str]]:
         out[f"batch32-sca-sizing-beta{beta:g}"] = ["mafl.scheduler=sca-sizing", *fixed]
         capped = ["mafl.scheduler=sca", "mafl.batch_range=[8, 32]", f"mafl.beta_e={beta}"]
         out[f"cap32-sca-beta{beta:g}"] = capped  # B sized, at most the nominal 32
+        balanced = ["mafl.scheduler=sca", "mafl.visit_balance=1.0", *fixed]
+        out[f"balance1-batch32-sca-beta{beta:g}"] = balanced  # visit balance at 1, not 0.3
     for beta in (0.001, 0.003):
         out[f"spare-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *spare, f"mafl.beta_e={beta}"]
         out[f"spare-sca-sizing-beta{beta:g}"] = [
