@@ -69,7 +69,7 @@ def points(k: int) -> dict[str, list[str]]:
     floor = ["mafl.scheduler=sca", "mafl.min_iterations=10", "mafl.beta_e=0.001"]  # a study
     out["floor10-sca-beta0.001"] = floor
     out["floor10-normalised-sca-beta0.001"] = [*floor, "mafl.normalise_steps=true"]
-    for beta in (0.0, 0.001, 0.003):  # B held at 32: the sizing chooses gamma alone
+    for beta in (0.0, 0.001, 0.003, 0.01):  # B held at 32: the sizing chooses gamma alone
         fixed = ["mafl.batch_range=[32, 32]", f"mafl.beta_e={beta}"]
         out[f"batch32-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *fixed]
         out[f"batch32-sca-sizing-beta{beta:g}"] = ["mafl.scheduler=sca-sizing", *fixed]
