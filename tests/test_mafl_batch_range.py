@@ -11,27 +11,19 @@ import itertools
 import numpy as np
 import pytest
 
-from fedtempo.alloc.mafl import plan
 from fedtempo.alloc.mafl.sca import _sizing_bounds
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import validate as validate_config
-from tests.test_multitask import context, problem, two_tasks
-
-
-def _sessions(p):  # type: ignore[no-untyped-def]
-    r = plan(p)
-    chosen = r.chosen > 0.5
-    pairs = (r.candidates.device[chosen], r.candidates.model[chosen])
-    return r, pairs
+from tests.test_multitask import context, planned, problem, two_tasks
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_one_point_range_holds_every_batch_and_the_sizing_still_chooses_gamma(seed):
     p = problem(context(seed), beta=0.5, seed=seed)
-    wide, pairs = _sessions(p)
+    wide, pairs = planned(p)
     assert np.any(wide.batch[pairs] != p.batch)  # with room, the sizing moves B
     held = dataclasses.replace(p, batch_range=(p.batch, p.batch))
-    r, pairs = _sessions(held)
+    r, pairs = planned(held)
     _, b_max = _sizing_bounds(held, r.gamma, r.batch, pairs)
     # B is the nominal wherever the latency leaves room for it, else the most that fits
     np.testing.assert_array_equal(r.batch[pairs], np.minimum(p.batch, np.floor(b_max)))

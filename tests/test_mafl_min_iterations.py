@@ -12,27 +12,20 @@ import itertools
 import numpy as np
 import pytest
 
-from fedtempo.alloc.mafl import plan
 from fedtempo.alloc.mafl.sca import _sizing_bounds
 from fedtempo.errors import ConfigError
 from fedtempo.experiment.config import validate as validate_config
-from tests.test_multitask import context, problem, two_tasks
-
-
-def _sized(p) -> tuple[np.ndarray, np.ndarray, object]:  # type: ignore[no-untyped-def]
-    r = plan(p)
-    chosen = r.chosen > 0.5
-    pairs = (r.candidates.device[chosen], r.candidates.model[chosen])
-    return r.gamma[pairs], pairs, r
+from tests.test_multitask import context, planned, problem, two_tasks
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_floor_holds_wherever_the_latency_allows_and_the_objective_never_increases(seed):
     p = problem(context(seed), beta=0.5, seed=seed)
-    plain, _, _ = _sized(p)
-    assert plain.min() < 25  # the sizing alone goes below the floor here
+    plain, pairs = planned(p)
+    assert plain.gamma[pairs].min() < 25  # the sizing alone goes below the floor here
     floored = dataclasses.replace(p, min_iterations=25)
-    gamma, pairs, r = _sized(floored)
+    r, pairs = planned(floored)
+    gamma = r.gamma[pairs]
     g_max, _ = _sizing_bounds(floored, r.gamma, r.batch, pairs)
     assert np.all(gamma >= np.minimum(25, np.maximum(np.floor(g_max), 1)))
     assert gamma.min() == 25  # the floor binds

@@ -12,6 +12,7 @@ import torch
 
 from fedtempo.alloc.mafl import (
     MaflProblem,
+    Plan,
     TaskTerms,
     candidates,
     coefficients,
@@ -193,6 +194,13 @@ def problem(ctx: PlanContext, beta: float, seed: int = 0, **kw) -> MaflProblem:
         batch=ctx.batch,
         **kw,
     )
+
+
+def planned(p: MaflProblem) -> tuple[Plan, tuple[np.ndarray, np.ndarray]]:
+    """``plan(p)`` and the (device, model) index of its chosen sessions."""
+    r = plan(p)
+    chosen = r.chosen > 0.5
+    return r, (r.candidates.device[chosen], r.candidates.model[chosen])
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -345,8 +345,9 @@ def starting_iterations(p: MaflProblem) -> np.ndarray:
     latency bound."""
     out = np.full(p.samples.shape, p.iterations, dtype=np.int64)
     least = min(p.min_iterations, p.max_iterations)
-    grid = np.array(sorted({least, *(g for g in START_GRID if least <= g <= p.max_iterations)}))
-    grid = grid.astype(float)
+    grid = np.array(
+        sorted({least, *(g for g in START_GRID if least <= g <= p.max_iterations)}), dtype=float
+    )
     share = p.share()
     for m, t in enumerate(p.terms):
         has = p.samples[:, m] > 0
