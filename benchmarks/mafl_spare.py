@@ -30,8 +30,10 @@ least as accurate. Results: benchmarks/results/mafl_spare[_TAG].json.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 from common import write_results
@@ -77,6 +79,10 @@ def points(k: int) -> dict[str, list[str]]:
         out[f"cap32-sca-beta{beta:g}"] = capped  # B sized, at most the nominal 32
         balanced = ["mafl.scheduler=sca", "mafl.visit_balance=1.0", *fixed]
         out[f"balance1-batch32-sca-beta{beta:g}"] = balanced  # visit balance at 1, not 0.3
+    for beta in (0.0, 0.001, 0.003):  # B held at 8, the cheap end of round-robin's front
+        eight = ["mafl.batch=8", "mafl.batch_range=[8, 8]", f"mafl.beta_e={beta}"]
+        out[f"batch8-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *eight]
+        out[f"batch8-sca-sizing-beta{beta:g}"] = ["mafl.scheduler=sca-sizing", *eight]
     for beta in (0.001, 0.003):
         out[f"spare-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *spare, f"mafl.beta_e={beta}"]
         out[f"spare-sca-sizing-beta{beta:g}"] = [
@@ -85,6 +91,32 @@ def points(k: int) -> dict[str, list[str]]:
             f"mafl.beta_e={beta}",
         ]
     return out
+
+
+def reused_references(path: Path, settings: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """The references' per-seed runs (accuracy, energy) recorded in an earlier results file."""
+    try:
+        figures = json.loads(path.read_text())["figures"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--reuse {path}: not a results file with figures ({e})") from None
+    rows = []
+    for setting in settings:
+        for name in REFERENCES:
+            for seed in seeds:
+                key = f"{setting}_{name}_seed{seed}"
+                if f"{key}_accuracy" not in figures:
+                    continue
+                acc, energy = figures[f"{key}_accuracy"], figures[f"{key}_energy_j"]
+                rows.append(
+                    {
+                        "knob": f"{setting}_{name}",
+                        "seed": seed,
+                        "accuracy": acc,
+                        "energy": energy,
+                        "reused": True,
+                    }
+                )
+    return rows
 
 
 def summarise(
@@ -107,7 +139,8 @@ def summarise(
             figures[f"{key}_seed{r['seed']}_accuracy"] = r["accuracy"]
             figures[f"{key}_seed{r['seed']}_energy_j"] = r["energy"]
         tasks = []
-        for m, (task, _, _) in enumerate(mine[0]["tasks"]):
+        whole = all("tasks" in r for r in mine)  # reused runs carry only accuracy and energy
+        for m, (task, _, _) in enumerate(mine[0]["tasks"] if whole else []):
             figures[f"{key}_{task}_accuracy"] = statistics.median(r["tasks"][m][1] for r in mine)
             tasks.append(f"{task} {100 * figures[f'{key}_{task}_accuracy']:.1f}%")
         line = f"{key:32s} {100 * acc:6.2f}% {energy:7.1f} J  " + "  ".join(tasks)
@@ -120,7 +153,7 @@ def summarise(
             figures[f"{key}_vs_{other}_energy_ratio"] = ratio
             figures[f"{key}_vs_{other}_seeds_ahead"] = float(ahead)
             line += f" | vs {other}: {100 * gain:+.2f} pt, {ratio:.2f}x E, {ahead}/{seeds}"
-        if any(r["solve_s"] for r in mine):
+        if any(r.get("solve_s") for r in mine):
             figures[f"{key}_monotone"] = float(all(r["monotone"] for r in mine))
             figures[f"{key}_max_solve_s"] = max(r["solve_s"] for r in mine)
         print(line)
@@ -134,8 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--points", nargs="+", help="run only these points (default: all)")
     ap.add_argument("--tag", default="", help="suffix of the results file's name")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="a results file of an earlier screen: its per-seed runs of the references are "
+        "taken from it instead of run again (runs are deterministic per seed and config)",
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
+    reused = reused_references(args.reuse, args.settings, args.seeds) if args.reuse else []
     jobs = []
     names: dict[str, list[str]] = {}
     for setting in args.settings:
@@ -151,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         names[setting] = list(chosen)
         for seed in args.seeds:
             for name, over in chosen.items():
+                if any(r["knob"] == f"{setting}_{name}" and r["seed"] == seed for r in reused):
+                    continue
                 over = [f"seed={seed}", *over]
                 if args.quick:
                     over += ["mafl.rounds=4", "mafl.warmup_rounds=1"]
@@ -158,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 job = {"scheduler": name, "knob": knob, "seed": seed, "overrides": over}
                 jobs.append(job | {"config": str(SETTINGS[setting][0])})
     rows, failed = run_all(jobs, args.jobs)
+    rows = [*reused, *rows]
     figures: dict[str, float] = {"seeds": float(len(args.seeds)), "spare_share": args.spare}
     for setting in args.settings:
         summarise(rows, setting, names[setting], figures)
