@@ -83,6 +83,8 @@ def points(k: int) -> dict[str, list[str]]:
         eight = ["mafl.batch=8", "mafl.batch_range=[8, 8]", f"mafl.beta_e={beta}"]
         out[f"batch8-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *eight]
         out[f"batch8-sca-sizing-beta{beta:g}"] = ["mafl.scheduler=sca-sizing", *eight]
+        longer = ["mafl.scheduler=sca", *eight, "mafl.max_iterations=100"]
+        out[f"batch8-g100-sca-beta{beta:g}"] = longer  # gamma sized up to 100 (not 50)
     for beta in (0.001, 0.003):
         out[f"spare-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *spare, f"mafl.beta_e={beta}"]
         out[f"spare-sca-sizing-beta{beta:g}"] = [
