@@ -48,12 +48,21 @@ class Plan:
     objective: float = float("nan")
 
 
+class SolverFailed(RuntimeError):
+    """Neither Clarabel nor SCS solved a (feasible) convex step."""
+
+
 def _solve(problem: cp.Problem, what: str, p: MaflProblem) -> None:
-    """Solve with Clarabel (SCS if Clarabel fails numerically); name an infeasible problem."""
+    """Solve with Clarabel (SCS where Clarabel fails numerically or ends without a solution);
+    name an infeasible problem."""
     try:
         problem.solve(solver=cp.CLARABEL)
     except cp.error.SolverError:
         problem.solve(solver=cp.SCS)
+    else:
+        if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.INFEASIBLE):
+            # e.g. "unbounded" on a box-bounded problem: badly scaled data, not the problem
+            problem.solve(solver=cp.SCS)
     if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         budget = "none" if p.energy_budget is None else f"{p.energy_budget:g} J"
         raise Infeasible(
@@ -62,7 +71,7 @@ def _solve(problem: cp.Problem, what: str, p: MaflProblem) -> None:
             f"{p.available.shape[1]} round(s))"
         )
     if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise RuntimeError(f"MA-FL {what}: solver ended with status {problem.status}")
+        raise SolverFailed(f"MA-FL {what}: solver ended with status {problem.status}")
 
 
 def _schedule_constraints(
@@ -150,7 +159,10 @@ def relax_schedule(
     history = [penalised(x)]
     for _ in range(max_iter):
         lin.value = mu * (1 - 2 * x)
-        _solve(problem, "schedule SCA step", p)
+        try:
+            _solve(problem, "schedule SCA step", p)
+        except SolverFailed:  # numerically stuck: keep the best point so far, as below
+            break
         nxt = np.clip(np.asarray(s.value), 0.0, 1.0)
         value = penalised(nxt)
         if value > history[-1]:  # solver tolerance; keep the better point and stop
