@@ -50,6 +50,10 @@ def points(k: int) -> dict[str, list[str]]:
     out = {
         "rr-g40-B32": [*rr, "mafl.iterations=40", "mafl.batch=32"],
         "rr-g40-B8": [*rr, "mafl.iterations=40", "mafl.batch=8"],
+        # beyond the baselines' grid (gamma <= 40): round-robin at the iterations the optimiser
+        # may size up to with max_iterations = 100
+        "rr-g80-B8": [*rr, "mafl.iterations=80", "mafl.batch=8"],
+        "rr-g100-B8": [*rr, "mafl.iterations=100", "mafl.batch=8"],
         "spare-rr-g40-B32": [*rr, *spare, "mafl.iterations=40", "mafl.batch=32"],
         "spare-rr-g40-B8": [*rr, *spare, "mafl.iterations=40", "mafl.batch=8"],
         "spare-rr-g20-B32": [*rr, *spare, "mafl.iterations=20", "mafl.batch=32"],
