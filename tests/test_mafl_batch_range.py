@@ -1,7 +1,7 @@
 """The sizing's batch range (``mafl.batch_range``). The surrogate values a larger batch by
 B / (a B + B_noise), nearly linear in B where B_noise is large, so with a wide range the sizing
-takes the largest B it may; W-mafl's configs hold B at the nominal 32 (issue 21: measured better
-over 8 seeds), and the sizing then chooses the iterations alone."""
+takes the largest B it may; W-mafl's configs hold B at 8 (issue 21: measured better over 8
+seeds), and the sizing then chooses the iterations alone."""
 
 from __future__ import annotations
 
