@@ -29,6 +29,7 @@ from fedtempo.alloc.mafl.problem import (
     pair_models,
 )
 from fedtempo.alloc.mafl.rounding import round_greedy
+from fedtempo.alloc.mafl.solve import SolverFailed, solve_step
 from fedtempo.alloc.pruning import Infeasible
 
 
@@ -46,32 +47,6 @@ class Plan:
     rounded: float = float("nan")
     sizing: list[float] = field(default_factory=list)
     objective: float = float("nan")
-
-
-class SolverFailed(RuntimeError):
-    """Neither Clarabel nor SCS solved a (feasible) convex step."""
-
-
-def _solve(problem: cp.Problem, what: str, p: MaflProblem) -> None:
-    """Solve with Clarabel (SCS where Clarabel fails numerically or ends without a solution);
-    name an infeasible problem."""
-    try:
-        problem.solve(solver=cp.CLARABEL)
-    except cp.error.SolverError:
-        problem.solve(solver=cp.SCS)
-    else:
-        if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.INFEASIBLE):
-            # e.g. "unbounded" on a box-bounded problem: badly scaled data, not the problem
-            problem.solve(solver=cp.SCS)
-    if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-        budget = "none" if p.energy_budget is None else f"{p.energy_budget:g} J"
-        raise Infeasible(
-            f"MA-FL {what}: no schedule meets the constraints (energy budget {budget}, "
-            f"at least {p.min_sessions} session(s) per model, {p.channels} channel(s) per round, "
-            f"{p.available.shape[1]} round(s))"
-        )
-    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-        raise SolverFailed(f"MA-FL {what}: solver ended with status {problem.status}")
 
 
 def _schedule_constraints(
@@ -149,7 +124,7 @@ def relax_schedule(
         [*_schedule_constraints(p, c, s, k.energy), *held],
     )
     lin.value = np.zeros(size)
-    _solve(problem, "schedule relaxation", p)
+    solve_step(problem, "schedule relaxation", p)
     x = np.clip(np.asarray(s.value), 0.0, 1.0)
     mu = _penalty(p, c, k)
 
@@ -160,7 +135,7 @@ def relax_schedule(
     for _ in range(max_iter):
         lin.value = mu * (1 - 2 * x)
         try:
-            _solve(problem, "schedule SCA step", p)
+            solve_step(problem, "schedule SCA step", p)
         except SolverFailed:  # numerically stuck: keep the best point so far, as below
             break
         nxt = np.clip(np.asarray(s.value), 0.0, 1.0)
@@ -324,7 +299,7 @@ def _solve_gamma(
     energy = (q.count * q.flop_j * b) @ g + float(q.count @ q.upload_j)
     cons = [g >= lo, g <= np.maximum(g_max, 1)]
     left_out = _left_out(p, q, cp.multiply(b / p.nominal_samples, g))
-    _solve(_sizing_problem(p, q, progress, energy, cons, left_out), "iteration sizing", p)
+    solve_step(_sizing_problem(p, q, progress, energy, cons, left_out), "iteration sizing", p)
     return np.clip(np.asarray(g.value), lo, np.maximum(g_max, 1)), b
 
 
@@ -343,7 +318,7 @@ def _solve_batch(
     energy = (q.count * q.flop_j * g) @ b + float(q.count @ q.upload_j)
     left_out = _left_out(p, q, cp.multiply(g / p.nominal_samples, b))
     cons = [b >= lo, b <= b_max]
-    _solve(_sizing_problem(p, q, progress, energy, cons, left_out), "batch sizing", p)
+    solve_step(_sizing_problem(p, q, progress, energy, cons, left_out), "batch sizing", p)
     return g, np.clip(np.asarray(b.value), lo, b_max)
 
 
