@@ -274,7 +274,7 @@ def report(rows: list[dict[str, Any]], workload: str, quick: bool, seeds: int) -
     figures["best_baseline_energy_j"], figures["best_baseline_accuracy"] = best
     for sched in OPTIMISERS:
         figures |= _versus(sched, curves[sched], best, baseline)
-    best_knob = next((s, k) for s in BASELINES for e, a, k in points[s] if (e, a) == best)
+    best_knob = knob_at(points, BASELINES, best)
     figures |= paired(rows, best_knob, figures)
     longer = extended(rows, points, baseline, figures) if points.get(LONGER) else []
     visits = {}
@@ -313,14 +313,8 @@ def report(rows: list[dict[str, Any]], workload: str, quick: bool, seeds: int) -
             f"(best baseline {best[1]:.4f} at {best[0]:.1f} J); paired with the best baseline "
             f"on each seed: saving {paired_saving}"
         )
-        for knob in sorted({r["knob"] for r in rows if r["scheduler"] == sched}):
-            key = f"{sched}_{knob}_paired"
-            if f"{key}_accuracy_gain" in figures:
-                print(
-                    f"  {knob}: {100 * figures[f'{key}_accuracy_gain']:+.2f} points, energy x "
-                    f"{figures[f'{key}_energy_ratio']:.2f}, at least as accurate on "
-                    f"{figures[f'{key}_seeds_at_least_best_baseline']:.0f} seed(s)"
-                )
+        for line in paired_lines(rows, sched, figures, "paired"):
+            print(line)
     for name, t in targets.items():
         print(f"target {name}: {t['value']:.3g} -> {'met' if t['met'] else 'NOT met'}")
     for line in longer:
@@ -339,7 +333,7 @@ def extended(
     wider = front([*baseline, *((e, a) for e, a, _ in points[LONGER])])
     best = max(wider, key=lambda p: p[1])
     figures["extended_best_baseline_energy_j"], figures["extended_best_baseline_accuracy"] = best
-    knob = next((s, k) for s in (*BASELINES, LONGER) for e, a, k in points[s] if (e, a) == best)
+    knob = knob_at(points, (*BASELINES, LONGER), best)
     lines = [f"extended front (with {LONGER}): best {best[1]:.4f} at {best[0]:.1f} J ({knob})"]
     figures |= paired(rows, knob, figures, tag="extended")
     for sched in OPTIMISERS:
@@ -352,15 +346,31 @@ def extended(
             f"saving at equal accuracy "
             f"{versus[f'{sched}_vs_extended_best_saving_at_equal_accuracy']:.3g}"
         )
-        for k in sorted({r["knob"] for r in rows if r["scheduler"] == sched}):
-            key = f"{sched}_{k}_extended"
-            if f"{key}_accuracy_gain" in figures:
-                lines.append(
-                    f"  {k}: {100 * figures[f'{key}_accuracy_gain']:+.2f} points, energy x "
-                    f"{figures[f'{key}_energy_ratio']:.2f}, at least as accurate on "
-                    f"{figures[f'{key}_seeds_at_least_best_baseline']:.0f} seed(s)"
-                )
+        lines += paired_lines(rows, sched, figures, "extended")
     return lines
+
+
+def paired_lines(
+    rows: list[dict[str, Any]], sched: str, figures: dict[str, float], tag: str
+) -> list[str]:
+    """One line per point of ``sched`` with the figures ``paired(..., tag=tag)`` wrote."""
+    lines = []
+    for knob in sorted({r["knob"] for r in rows if r["scheduler"] == sched}):
+        key = f"{sched}_{knob}_{tag}"
+        if f"{key}_accuracy_gain" in figures:
+            lines.append(
+                f"  {knob}: {100 * figures[f'{key}_accuracy_gain']:+.2f} points, energy x "
+                f"{figures[f'{key}_energy_ratio']:.2f}, at least as accurate on "
+                f"{figures[f'{key}_seeds_at_least_best_baseline']:.0f} seed(s)"
+            )
+    return lines
+
+
+def knob_at(
+    points: dict[str, list[Any]], schedulers: tuple[str, ...], at: tuple[float, float]
+) -> tuple[str, str]:
+    """The (scheduler, knob) whose median point is ``at``."""
+    return next((s, k) for s in schedulers for e, a, k in points[s] if (e, a) == at)
 
 
 def plot(
