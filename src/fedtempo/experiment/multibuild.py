@@ -112,6 +112,11 @@ def spare(mc: MaflConfig, ph: Physics) -> np.ndarray | None:
     return costly_devices(ph.speed, ph.train_flops, mc.spare_devices, mc.spare_models)
 
 
+def drift_horizon(mc: MaflConfig) -> float:
+    """The least drift horizon gamma0 the optimiser plans with (``mafl.drift_horizon_min``)."""
+    return float(mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min)
+
+
 def scheduler(
     mc: MaflConfig, ph: Physics, streams: Streams, spared: np.ndarray | None = None
 ) -> Callable[[PlanContext], Schedule]:
@@ -131,7 +136,7 @@ def scheduler(
         participation=mc.participation,
         work_visits=mc.work_visits,
         calibration=Calibration() if mc.calibrate else None,
-        drift_horizon_min=mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min,
+        drift_horizon_min=drift_horizon(mc),
         model_share=mc.model_share,
         spare=spared,
         balance=mc.balance_weight,
@@ -164,7 +169,12 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
     spared = spare(mc, ph)
     chosen = scheduler(mc, ph, streams, spared)
     weights = [tc.weight for tc in config.tasks]
-    probes = ProbeSettings(mc.batch, curved_noise=mc.batch_noise == "curvature")
+    probes = ProbeSettings(
+        mc.batch,
+        curved_noise=mc.batch_noise == "curvature",
+        held_out=mc.drift_probe == "held-out",
+        local_steps_min=drift_horizon(mc),
+    )
     prober = Prober([t.trainer for t in tasks], samples, weights, probes, streams, mc.relative_gap)
     warmup = partial(round_robin, spare=spared)
     workloads = [t.workload() for t in tasks]

@@ -175,6 +175,10 @@ class MaflConfig(Section):
     ``batch_noise``: the surrogate's batch noise scale, "gradient" (sigma^2 / g^2) or
     "curvature" (an SGD step's noise cost at the task's learning rate, from Hessian-vector
     products; a study: better in W-mafl's wide setting, worse in its base one).
+    ``drift_probe``: where the probe round's local drift (the decay delta that lets more local
+    steps turn down) is measured: "held-out", the round's mean model on the devices that did
+    not train in it, or "pooled", on a sample of all the data (mostly the round's own devices',
+    where the loss keeps falling; the optimiser before issue 21's drift fix).
     ``model_share``: the optimiser gives every model at least this share of an equal split of
     each horizon's free upload slots (lowered for a horizon where no schedule meets it).
     ``work_visits``: the participation term counts a session by the share of the nominal
@@ -220,6 +224,7 @@ class MaflConfig(Section):
     calibrate: bool = True
     drift_horizon_min: float | None = Field(None, ge=0)
     batch_noise: Literal["curvature", "gradient"] = "gradient"
+    drift_probe: Literal["held-out", "pooled"] = "held-out"
     model_share: float = Field(1.0, ge=0, le=1)
     work_visits: bool = False
     spare_devices: int = Field(0, ge=0)

@@ -1,7 +1,9 @@
 """Measuring the MA-FL surrogate's constants at the current global models (SPEC B).
 
 ``Prober`` holds, per model, fixed probe samples (a few per device, a pooled evaluation sample,
-the devices of the probe round: those with the most data), drawn on the first measurement from
+the devices of the probe round: those with the most data, and the held-out sample: the other
+devices' probe samples, on which the probe round's drift is measured), drawn on the first
+measurement from
 the model's own stream ("mafl-probe", task), so when it happens changes nothing. A measurement
 runs the gradient probes and a short probe round (``fedtempo.multitask.estimate``) and turns them
 into ``TaskTerms``. Probes are not charged to the devices' energy.
@@ -27,13 +29,18 @@ from fedtempo.rng import Streams
 class ProbeSettings:
     """Sizes of the probes: pooled evaluation samples, samples per device, probe-round devices,
     and the probe round's mini-batch; ``curved_noise``: B_noise weighted by the curvature at
-    the training learning rate (else sigma^2 / g^2)."""
+    the training learning rate (else sigma^2 / g^2); ``held_out``: the drift decay delta is
+    fitted to the probe round's loss on the devices that did not train in it (else to the
+    pooled curve, mostly the round's own devices' data); ``local_steps_min``: the least drift
+    horizon gamma0 the terms get (the one the optimiser plans with; delta is fitted at it)."""
 
     batch: int
     samples: int = 512
     per_device: int = 128
     devices: int = 4
     curved_noise: bool = False
+    held_out: bool = True
+    local_steps_min: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class _Pools:
     per_device: list[tuple[torch.Tensor, torch.Tensor]]
     evaluation: tuple[torch.Tensor, torch.Tensor]
     round_devices: np.ndarray
+    held_out: tuple[torch.Tensor, torch.Tensor] | None  # None: every device is in the round
 
 
 class Prober:
@@ -83,7 +91,11 @@ class Prober:
         pool = np.concatenate(everything)
         pick = np.sort(rng.choice(pool, min(s.samples, len(pool)), replace=False))
         ranked = devices[np.argsort(-self.samples[devices, m], kind="stable")]
-        return _Pools(devices, per_device, (data.x[pick], data.y[pick]), ranked[: s.devices])
+        chosen = ranked[: s.devices]
+        trains = set(chosen.tolist())
+        rest = [d for d, n in zip(per_device, devices.tolist(), strict=True) if n not in trains]
+        held = (torch.cat([x for x, _ in rest]), torch.cat([y for _, y in rest])) if rest else None
+        return _Pools(devices, per_device, (data.x[pick], data.y[pick]), chosen, held)
 
     def __call__(
         self, params: Mapping[int, torch.Tensor], previous: Mapping[int, torch.Tensor | None]
@@ -117,12 +129,21 @@ class Prober:
                 pools.evaluation,
                 dataclasses.replace(tr.spec, batch_size=self.settings.batch),
                 gens,
+                held_out=pools.held_out if self.settings.held_out else None,
             )
             typical = float(np.median(self.samples[pools.devices, m]))
             relative, strays = np.ones(devices), np.zeros(devices)
             relative[pools.devices] = measured.relative_loss
             strays[pools.devices] = measured.relative_dissimilarity
-            terms = terms_from(measured, curve, typical, self.weights[m], relative, strays)
+            terms = terms_from(
+                measured,
+                curve,
+                typical,
+                self.weights[m],
+                relative,
+                strays,
+                self.settings.local_steps_min,
+            )
             first = self.first_gap.setdefault(m, max(terms.gap, 1e-6))
             if self.relative:
                 terms = dataclasses.replace(terms, weight=terms.weight / first)

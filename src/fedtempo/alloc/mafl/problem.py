@@ -54,8 +54,9 @@ def _drift_factor(
 
 def drift_peak(local_steps: np.ndarray | float, drift_decay: np.ndarray | float) -> np.ndarray:
     """The gamma at which the drift factor peaks (inf where delta = 0)."""
+    decay = np.asarray(drift_decay, dtype=float)
     with np.errstate(divide="ignore"):
-        return np.asarray(np.where(drift_decay > 0, local_steps * (1 / drift_decay - 1), np.inf))
+        return np.asarray(np.where(decay > 0, local_steps * (1 / decay - 1), np.inf))
 
 
 def visit_work(processed: np.ndarray | float, nominal: float) -> np.ndarray:
