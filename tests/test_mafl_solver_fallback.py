@@ -1,7 +1,8 @@
 """A horizon on which Clarabel reported "unbounded" for an SCA step of a box-bounded problem
 (recorded from W-mafl base, seed 4, B held at 8, gamma up to 100, beta_E 0: the mlp's measured
 spread A0 is 0, so its arrival terms are badly scaled). The run stopped there; the step now
-falls back to SCS, and a step neither solver solves keeps the best point so far."""
+falls back to SCS, and a step neither solver solves keeps the best point so far (an SCA step
+or a gamma/B block of the sizing alike)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,31 @@ def test_a_step_no_solver_solves_keeps_the_best_point(monkeypatch: pytest.Monkey
     result = plan(p)
     check(result, p)
     assert len(result.relaxed) == 1
+
+
+def test_a_sizing_block_no_solver_solves_keeps_the_point_so_far(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every gamma/B block fails in both solvers: the plan keeps its starting gamma and B (within
+    their bounds), and the sizing's history does not move."""
+    p = recorded_problem()
+    real = cp.Problem.solve
+    failed = {"n": 0}
+
+    def solve(self: cp.Problem, *args: object, **kwargs: object) -> object:
+        out = real(self, *args, **kwargs)
+        if not self.parameters():  # a sizing block (the S-step's problem has a parameter)
+            failed["n"] += 1
+            self._status = cp.UNBOUNDED
+        return out
+
+    monkeypatch.setattr(cp.Problem, "solve", solve)
+    result = plan(p)
+    check(result, p)
+    assert failed["n"] >= 4  # both blocks, each by Clarabel then SCS
+    assert len(set(result.sizing)) == 1
+    start = sca_module.starting_iterations(p)
+    picked = result.chosen > 0.5
+    pairs = result.candidates.device[picked], result.candidates.model[picked]
+    assert (result.gamma[pairs] <= start[pairs]).all()
+    assert (result.batch[pairs] == p.batch).all()

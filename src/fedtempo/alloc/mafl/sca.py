@@ -238,7 +238,10 @@ def size_sessions(
     history = [value()]
     for _ in range(max_iter):
         for block in (_solve_gamma, _solve_batch):
-            trial_g, trial_b = block(p, q, gamma, batch)
+            try:
+                trial_g, trial_b = block(p, q, gamma, batch)
+            except SolverFailed:  # numerically stuck: keep the point so far, as below
+                continue
             old_g, old_b = gamma.copy(), batch.copy()
             gamma[q.index], batch[q.index] = trial_g, trial_b
             if value() > history[-1]:  # solver tolerance: keep the previous point
