@@ -2,8 +2,8 @@
 
 ``Prober`` holds, per model, fixed probe samples (a few per device, a pooled evaluation sample,
 the devices of the probe round: those with the most data, and the held-out sample: the other
-devices' probe samples, on which the probe round's drift is measured), drawn on the first
-measurement from
+devices' probe samples, on which ``ProbeSettings.held_out`` measures the probe round's drift),
+drawn on the first measurement from
 the model's own stream ("mafl-probe", task), so when it happens changes nothing. A measurement
 runs the gradient probes and a short probe round (``fedtempo.multitask.estimate``) and turns them
 into ``TaskTerms``. Probes are not charged to the devices' energy.
@@ -29,17 +29,18 @@ from fedtempo.rng import Streams
 class ProbeSettings:
     """Sizes of the probes: pooled evaluation samples, samples per device, probe-round devices,
     and the probe round's mini-batch; ``curved_noise``: B_noise weighted by the curvature at
-    the training learning rate (else sigma^2 / g^2); ``held_out``: the drift decay delta is
-    fitted to the probe round's loss on the devices that did not train in it (else to the
-    pooled curve, mostly the round's own devices' data); ``local_steps_min``: the least drift
-    horizon gamma0 the terms get (the one the optimiser plans with; delta is fitted at it)."""
+    the training learning rate (else sigma^2 / g^2); ``held_out``: the probe round's loss is
+    also measured on the devices that did not train in it, and where little of the round's gain
+    carries over there, the drift decay delta is fitted to that curve (``terms_from``; else to
+    the pooled curve, mostly the round's own devices' data); ``local_steps_min``: the least
+    drift horizon gamma0 the terms get (the one the optimiser plans with)."""
 
     batch: int
     samples: int = 512
     per_device: int = 128
     devices: int = 4
     curved_noise: bool = False
-    held_out: bool = True
+    held_out: bool = False
     local_steps_min: float = 0.0
 
 
