@@ -14,10 +14,10 @@ Two server-side measurements per model, on samples of the devices' training data
   evaluation sample, as a function of j, is fitted by the surrogate's own form for one round,
   G - G / (1 + k c gamma0 log(1 + j / gamma0)), with c the round's batch and sampling quality:
   the rate k and the local-drift horizon gamma0. Given samples of the devices that did not
-  train in the round (``held_out``), the same mean model's loss on them is recorded too: local
-  steps that fit the round's devices better but the rest of the population worse show there
-  (the drift decay delta, ``fit_drift``), while the pooled sample, mostly the round's own
-  devices' data, keeps falling.
+  train in the round (``held_out``; a study), the same mean model's loss on them is recorded:
+  local steps that fit the round's devices better but the rest of the population worse show
+  there (the drift decay delta, ``fit_drift``), while the pooled sample, mostly the round's
+  own devices' data, keeps falling.
 
 These probes stand for what a deployment would learn from its warm-up and ongoing rounds; the
 simulator does not charge their energy to the devices.
@@ -191,7 +191,7 @@ class RoundCurve:
     loss: np.ndarray
     share: float
     batch: int
-    held_out: np.ndarray | None = None  # the same models' loss on the held-out devices' data
+    held_out: np.ndarray | None = None  # the same model's loss on the held-out devices' data
 
 
 def probe_round(

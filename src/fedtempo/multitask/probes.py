@@ -3,10 +3,10 @@
 ``Prober`` holds, per model, fixed probe samples (a few per device, a pooled evaluation sample,
 the devices of the probe round: those with the most data, and the held-out sample: the other
 devices' probe samples, on which ``ProbeSettings.held_out`` measures the probe round's drift),
-drawn on the first measurement from
-the model's own stream ("mafl-probe", task), so when it happens changes nothing. A measurement
-runs the gradient probes and a short probe round (``fedtempo.multitask.estimate``) and turns them
-into ``TaskTerms``. Probes are not charged to the devices' energy.
+drawn on the first measurement from the model's own stream ("mafl-probe", task), so when it
+happens changes nothing. A measurement runs the gradient probes and a short probe round
+(``fedtempo.multitask.estimate``) and turns them into ``TaskTerms``. Probes are not charged to
+the devices' energy.
 """
 
 from __future__ import annotations
