@@ -162,3 +162,15 @@ def test_drift_probe_reaches_the_prober_and_a_bad_value_is_named():
         assert prober.settings.local_steps_min == config.mafl.iterations
     with pytest.raises(ConfigError, match=r"mafl\.drift_probe"):
         validate_config(two_tasks("sca", drift_probe="sideways"))
+
+
+def test_a_drift_peak_below_the_floor_does_not_lower_it():
+    p = problem(context(0), beta=0.0, seed=0, max_iterations=60, min_sessions=2, min_iterations=5)
+    terms = list(p.terms)
+    terms[0] = dataclasses.replace(terms[0], local_steps=20.0, drift_decay=2.0)  # peak < 1
+    r, (n, m) = planned(dataclasses.replace(p, terms=tuple(terms)))
+    assert (m == 0).any()
+    # the floor, wherever the latency allows it
+    seconds = p.compute_budget_s()[n, m] * p.speed[n] / p.train_flops[m] / r.batch[n, m]
+    fits = (m == 0) & (seconds >= 5)
+    assert fits.any() and np.all(r.gamma[n[fits], 0] == 5)

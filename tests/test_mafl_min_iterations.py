@@ -2,7 +2,8 @@
 cnn's sessions on the devices where a FLOP costs most to 1-5 iterations (7% of them, the median
 being 50): FedAvg's mean then leans toward the other devices' data, and FedNova's normalisation
 stretches those steps up to 50x (issue 21). The floor keeps every sized session at that many
-iterations or more, wherever the latency and the drift peak allow it."""
+iterations or more, wherever the latency allows it (a drift peak below the floor does not
+lower it)."""
 
 from __future__ import annotations
 

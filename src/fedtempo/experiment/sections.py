@@ -202,8 +202,8 @@ class MaflConfig(Section):
     model toward its device's data (the same model where every session has the same gamma; a
     study, off by default: it stretches the sizing's few-iteration sessions, and W-mafl's cnn
     then falls to 56%). ``min_iterations``: the least gamma the optimiser sizes a session to
-    (where the latency and the drift peak allow it; 1: no floor), so that it cannot cut the
-    sessions on the devices where a FLOP costs most to a step or two."""
+    (where the latency allows it; a drift peak below it does not lower it; 1: no floor), so
+    that it cannot cut the sessions on the devices where a FLOP costs most to a step or two."""
 
     scheduler: Literal["round-robin", "async-random", "sca", "sca-schedule", "sca-sizing"] = "sca"
     devices: int = Field(20, ge=1)

@@ -152,12 +152,14 @@ def relax_schedule(
 def _sizing_bounds(
     p: MaflProblem, gamma: np.ndarray, batch: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Upper bounds on gamma (B fixed) and B (gamma fixed) from the latency of each pair."""
+    """Upper bounds on gamma (B fixed) and B (gamma fixed) from the latency of each pair, and
+    on gamma from the drift peak (never below ``min_iterations``)."""
     n, m = pairs
     seconds = p.compute_budget_s()[n, m] * p.speed[n] / p.train_flops[m]  # samples that fit
     peak = drift_peak(
         _terms_array(p.terms, "local_steps")[m], _terms_array(p.terms, "drift_decay")[m]
     )
+    peak = np.maximum(peak, float(p.min_iterations))
     g_max = np.minimum(np.minimum(p.max_iterations, seconds / batch[n, m]), peak)
     b_max = np.minimum(np.minimum(p.batch_range[1], p.samples[n, m]), seconds / gamma[n, m])
     return g_max, b_max
@@ -165,7 +167,7 @@ def _sizing_bounds(
 
 def _gamma_floor(p: MaflProblem, g_max: np.ndarray) -> np.ndarray:
     """The least gamma of each pair: ``min_iterations``, or its upper bound where that is less
-    (the latency and the drift peak come first)."""
+    (the latency comes first; a drift peak below the floor does not lower it)."""
     return np.asarray(np.minimum(float(p.min_iterations), np.maximum(g_max, 1.0)))
 
 
