@@ -174,3 +174,22 @@ def test_a_drift_peak_below_the_floor_does_not_lower_it():
     seconds = p.compute_budget_s()[n, m] * p.speed[n] / p.train_flops[m] / r.batch[n, m]
     fits = (m == 0) & (seconds >= 5)
     assert fits.any() and np.all(r.gamma[n[fits], 0] == 5)
+
+
+def test_sessions_past_their_drift_peak_are_booked_as_no_progress():
+    """Floored above a peak under one step, the model's sessions have h < 0; the calibration
+    books them as no progress (a negative Q made k' negative, and the S-step not convex, on
+    W-mafl base seed 3 with the held-out probe and a floor of 5)."""
+    from fedtempo.multitask.calibration import session_progress
+
+    p = problem(context(0), beta=0.0, seed=0, max_iterations=60, min_sessions=2, min_iterations=5)
+    terms = list(p.terms)
+    terms[0] = dataclasses.replace(terms[0], local_steps=20.0, drift_decay=2.0)
+    p = dataclasses.replace(p, terms=tuple(terms))
+    r, (n, m) = planned(p)
+    assert (p.steps(r.gamma.astype(float), r.batch.astype(float))[n[m == 0], 0] < 0).all()
+    booked = session_progress(p, r.candidates, r)
+    picked = r.chosen > 0.5
+    assert (booked >= 0).all()
+    assert (booked[picked & (r.candidates.model == 0)] == 0).all()
+    assert (booked[picked & (r.candidates.model != 0)] > 0).all()

@@ -85,9 +85,11 @@ class _Credit:
 
 def session_progress(p: MaflProblem, c: Candidates, result: Plan) -> np.ndarray:
     """Each candidate's share of P_m at the plan's selection, gamma and B:
-    s_i w_i h_i / (A_{m,u} + A0_m) (zero for the candidates not chosen)."""
+    s_i w_i h_i / (A_{m,u} + A0_m) (zero for the candidates not chosen, and for a session
+    sized past its drift peak, h < 0: a floor on gamma can put it there, and a negative
+    progress would turn the learning curve's k' = k / (1 + k Q) negative)."""
     k = coefficients(p, c, result.gamma.astype(float), result.batch.astype(float))
-    return np.asarray(arrival_weights(p, k, result.chosen) * k.steps)
+    return np.asarray(arrival_weights(p, k, result.chosen) * np.maximum(k.steps, 0.0))
 
 
 @dataclass
