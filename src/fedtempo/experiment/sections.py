@@ -179,10 +179,10 @@ class MaflConfig(Section):
     steps turn down) is measured: "pooled", on a sample of all the data (mostly the round's own
     devices'), or "held-out" (a study), where less than a quarter of the round's gain carries
     over to the devices that did not train in it, on those devices' data. In W-mafl that puts
-    the logreg at one iteration per session, and over 8 seeds (base, beta_e 0.001) it reads
-    -0.46 points against "pooled" (3 of 8 seeds ahead): the logreg's steps do not carry over
-    within one round, yet over a run round-robin gets 88.7% from it at 5 iterations, 82.1% at
-    100, and the optimiser's sizing half 83.7% at 1 (the MA-FL issue's notes).
+    the logreg at one iteration per session, and over 8 seeds it reads -0.46 points against
+    "pooled" in base (beta_e 0.001) and -0.32 to -0.48 in wide: the logreg's steps do not carry
+    over within one round, yet over a run round-robin gets 88.7% from it at 5 iterations, 82.1%
+    at 100, and the optimiser's sizing half 83.7% at 1 (the MA-FL issue's notes).
     ``model_share``: the optimiser gives every model at least this share of an equal split of
     each horizon's free upload slots (lowered for a horizon where no schedule meets it).
     ``work_visits``: the participation term counts a session by the share of the nominal
