@@ -50,7 +50,7 @@ class _Pools:
     per_device: list[tuple[torch.Tensor, torch.Tensor]]
     evaluation: tuple[torch.Tensor, torch.Tensor]
     round_devices: np.ndarray
-    held_out: tuple[torch.Tensor, torch.Tensor] | None  # None: every device is in the round
+    held_out: tuple[torch.Tensor, torch.Tensor] | None  # None: not measured, or no device left
 
 
 class Prober:
@@ -95,7 +95,9 @@ class Prober:
         chosen = ranked[: s.devices]
         trains = set(chosen.tolist())
         rest = [d for d, n in zip(per_device, devices.tolist(), strict=True) if n not in trains]
-        held = (torch.cat([x for x, _ in rest]), torch.cat([y for _, y in rest])) if rest else None
+        held = None
+        if s.held_out and rest:  # only the held-out study scores the round on them
+            held = (torch.cat([x for x, _ in rest]), torch.cat([y for _, y in rest]))
         return _Pools(devices, per_device, (data.x[pick], data.y[pick]), chosen, held)
 
     def __call__(
@@ -130,7 +132,7 @@ class Prober:
                 pools.evaluation,
                 dataclasses.replace(tr.spec, batch_size=self.settings.batch),
                 gens,
-                held_out=pools.held_out if self.settings.held_out else None,
+                held_out=pools.held_out,
             )
             typical = float(np.median(self.samples[pools.devices, m]))
             relative, strays = np.ones(devices), np.zeros(devices)
