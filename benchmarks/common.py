@@ -51,8 +51,14 @@ def save_plot(fig: Any, name: str, quick: bool) -> Path:
 
 
 def write_results(
-    workload: str, figures: dict[str, float], targets: dict[str, dict[str, Any]], quick: bool
+    workload: str,
+    figures: dict[str, float],
+    targets: dict[str, dict[str, Any]],
+    quick: bool,
+    rows: list[dict[str, Any]] | None = None,
 ) -> Path:
+    """The results JSON of ``workload``; ``rows``: each run's own record, kept next to the
+    figures where a later run may reuse them."""
     RESULTS.mkdir(exist_ok=True)
     name = workload.lower().replace("-", "_") + ("_quick" if quick else "")
     path = RESULTS / f"{name}.json"
@@ -64,6 +70,8 @@ def write_results(
         "machine": machine(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if rows is not None:
+        payload["rows"] = rows
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
 

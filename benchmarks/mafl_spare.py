@@ -16,7 +16,8 @@ normalisation (``mafl.normalise_steps``); ``floor10-*``: the optimiser sizing no
 with B held at 32, sizing gamma alone; ``cap32-*``: the optimiser with B sized between 8 and
 32; ``balance1-batch32-*``: B held at 32 and the visit-balance term at weight 1;
 ``heldout-*``: the drift decay fitted on the devices that did not train in the probe round
-(``mafl.drift_probe``), ``heldout-floor5-*`` with the sizing's floor at 5 iterations. Each point is
+(``mafl.drift_probe``), ``heldout-floor5-*`` with the sizing's floor at 5 iterations;
+``sessions-*``: the drift peak from the multi-round probe where it sees a turn. Each point is
 run on the same seeds as round-robin at gamma 40, B 32 (W-mafl's best baseline) and gamma 40,
 B 8 (the cheap end of its front), and paired with them seed by seed (the seeds' own spread,
 6-8 points, is larger than the effects).
@@ -95,6 +96,8 @@ def points(k: int) -> dict[str, list[str]]:
         held = ["mafl.scheduler=sca", "mafl.drift_probe=held-out", f"mafl.beta_e={beta}"]
         out[f"heldout-sca-beta{beta:g}"] = held
         out[f"heldout-floor5-sca-beta{beta:g}"] = [*held, "mafl.min_iterations=5"]
+        replayed = ["mafl.scheduler=sca", "mafl.drift_probe=sessions", f"mafl.beta_e={beta}"]
+        out[f"sessions-sca-beta{beta:g}"] = replayed
     for beta in (0.001, 0.003):
         out[f"spare-sca-beta{beta:g}"] = ["mafl.scheduler=sca", *spare, f"mafl.beta_e={beta}"]
         out[f"spare-sca-sizing-beta{beta:g}"] = [

@@ -1,6 +1,7 @@
 """W-mafl (BENCHMARKS.md): several models at once, energy versus accuracy.
 
     python benchmarks/w_mafl.py [--setting base|wide] [--seeds 0 1 2] [--jobs 2] [--quick]
+        [--set mafl.KEY=VALUE ...] [--tag NAME] [--reuse benchmarks/results/w_mafl.json]
 
 Mean accuracy: over the 3 tasks, each task's test accuracy averaged over the last 30 virtual
 seconds (the evaluations every 15 s swing by several points from one round's arrivals to the
@@ -22,7 +23,10 @@ interpolated) and the saving against that baseline, its best accuracy, its large
 equal accuracy anywhere along the baseline front; per point the accuracy of every task; at each
 scheduler's most accurate point the sessions per device (``*_devices_unvisited``, the spread of
 the counts and a heat map); the SCA objective's monotonicity and the solve time per horizon.
-Results: benchmarks/results/w_mafl[_wide].json, .png (fronts) and _sessions.png (heat maps).
+Results: benchmarks/results/w_mafl[_wide][_TAG].json (figures, targets and every run's record),
+.png (fronts) and _sessions.png (heat maps). ``--set``: overrides of the optimisers' runs (a
+study), ``--reuse``: the baselines' runs taken from an earlier results file's records where
+their overrides and seed match (they take most of the time).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import itertools
+import json
 import multiprocessing as mp
 import statistics
 import sys
@@ -126,8 +131,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--set",
+        dest="study",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the optimisers' runs only (a study; the baselines stay as configured)",
+    )
+    ap.add_argument("--tag", default="", help="suffix of the results file's name")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="an earlier results file of this setting: its baseline runs with the same "
+        "overrides and seed are taken from it, not run again (runs are deterministic per seed "
+        "and config; the file's code must be this code as far as the baselines go)",
+    )
     args = ap.parse_args(argv)
     config, workload = SETTINGS[args.setting]
+    workload += f"-{args.tag}" if args.tag else ""
     base = ["mafl.rounds=4", "mafl.warmup_rounds=1"] if args.quick else []
     knobs = {
         "round-robin": [(5, 8), (10, 8), (20, 8), (40, 8), (5, 32), (10, 32), (20, 32), (40, 32)],
@@ -150,13 +172,47 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append({"scheduler": sched, "knob": knob, "seed": seed, "overrides": over})
         for sched in OPTIMISERS:
             for beta in betas[sched]:
-                over = [*common, f"mafl.scheduler={sched}", f"mafl.beta_e={beta}"]
+                over = [*common, f"mafl.scheduler={sched}", f"mafl.beta_e={beta}", *args.study]
                 knob = f"beta{beta:g}"
                 jobs.append({"scheduler": sched, "knob": knob, "seed": seed, "overrides": over})
     jobs = [j | {"config": str(config)} for j in jobs]
-    rows, failed = run_all(jobs, args.jobs)
+    reused = reusable(args.reuse, jobs) if args.reuse else {}
+    rows, failed = run_all([j for j in jobs if _key(j) not in reused], args.jobs)
+    if reused:
+        print(f"reused {len(reused)} baseline runs from {args.reuse}")
+    order = {_key(j): i for i, j in enumerate(jobs)}
+    rows = sorted([*rows, *reused.values()], key=lambda r: order[_key(r)])
     report(rows, workload, args.quick, len(args.seeds))
     return 1 if failed else 0
+
+
+JOB_FIELDS = ("scheduler", "knob", "seed", "overrides", "config")
+
+
+def _job(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in JOB_FIELDS}
+
+
+def _key(job: dict[str, Any]) -> str:
+    """A run's identity: its job, with the config by its file's name (not where it lies)."""
+    return json.dumps(_job(job) | {"config": Path(job["config"]).name}, sort_keys=True)
+
+
+def reusable(path: Path, jobs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The baseline runs recorded in the results file ``path`` that match one of ``jobs``
+    exactly (scheduler, knob, seed, overrides, config), by job."""
+    try:
+        rows = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--reuse {path}: not a W-mafl results file with rows ({e})") from None
+    wanted = {_key(j) for j in jobs if j["scheduler"] in (*BASELINES, LONGER)}
+    out = {}
+    for r in rows:
+        if not isinstance(r, dict) or not set(JOB_FIELDS) <= r.keys():
+            raise SystemExit(f"--reuse {path}: a row without {', '.join(JOB_FIELDS)}")
+        if _key(r) in wanted:
+            out[_key(r)] = r
+    return out
 
 
 def run_all(jobs: list[dict[str, Any]], workers: int) -> tuple[list[dict[str, Any]], int]:
@@ -298,7 +354,7 @@ def report(rows: list[dict[str, Any]], workload: str, quick: bool, seeds: int) -
         "sca_objective_non_increasing": {"value": float(monotone), "met": monotone},
         "solve_under_10s_per_horizon": {"value": solve, "met": solve < 10.0},
     }
-    path = write_results(workload, figures, targets, quick)
+    path = write_results(workload, figures, targets, quick, rows)
     stem = path.stem.removesuffix("_quick")
     plot(curves, workload, stem, quick)
     plot_sessions(visits, [t for t, _, _ in rows[0]["tasks"]], workload, stem, quick)

@@ -84,3 +84,33 @@ def test_mafl_spare_pairs_every_point_with_both_references(monkeypatch: pytest.M
     assert figures[f"{key}_vs_rr-g40-B32_seeds_ahead"] == 2
     assert figures[f"{key}_vs_rr-g40-B8_seeds_ahead"] == 3
     assert "base_rr-g40-B32_vs_rr-g40-B32_accuracy_gain" not in figures
+
+
+def test_w_mafl_reuses_only_baseline_runs_with_the_same_overrides_and_seed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import w_mafl
+
+    def job(sched: str, knob: str, seed: int, *over: str) -> dict[str, object]:
+        overrides = [f"seed={seed}", f"mafl.scheduler={sched}", *over]
+        return {"scheduler": sched, "knob": knob, "seed": seed, "overrides": overrides,
+                "config": "/elsewhere/configs/w_mafl.toml"}  # fmt: skip
+
+    rr = job("round-robin", "gamma40-B32", 0, "mafl.iterations=40")
+    sca = job("sca", "beta0", 0, "mafl.beta_e=0")
+    recorded = [
+        rr | {"accuracy": 0.9, "energy": 100.0},
+        sca | {"accuracy": 0.95, "energy": 50.0},  # an optimiser's run: always run again
+        job("round-robin", "gamma40-B32", 1, "mafl.iterations=40") | {"accuracy": 0.8},
+    ]
+    path = tmp_path / "w_mafl.json"
+    path.write_text(json.dumps({"figures": {}, "rows": recorded}))
+    other = job("round-robin", "gamma40-B32", 0, "mafl.iterations=40", "mafl.batch=8")
+    here = rr | {"config": "configs/w_mafl.toml"}  # the same file, checked out elsewhere
+    out = w_mafl.reusable(path, [here, sca, other, job("round-robin", "gamma40-B32", 2)])
+    assert list(out.values()) == [recorded[0]]
+    assert w_mafl._key(rr) in out
+    path.write_text(json.dumps({"figures": {}}))  # an old file: figures only
+    with pytest.raises(SystemExit, match=r"w_mafl\.json.*rows"):
+        w_mafl.reusable(path, [rr])

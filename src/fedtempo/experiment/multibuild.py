@@ -174,6 +174,7 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
         curved_noise=mc.batch_noise == "curvature",
         held_out=mc.drift_probe == "held-out",
         local_steps_min=drift_horizon(mc),
+        sessions=mc.rounds * mc.channels // len(tasks) if mc.drift_probe == "sessions" else 0,
     )
     prober = Prober([t.trainer for t in tasks], samples, weights, probes, streams, mc.relative_gap)
     warmup = partial(round_robin, spare=spared)

@@ -182,7 +182,12 @@ class MaflConfig(Section):
     the logreg at one iteration per session, and over 8 seeds it reads -0.46 points against
     "pooled" in base (beta_e 0.001) and -0.32 to -0.48 in wide: the logreg's steps do not carry
     over within one round, yet over a run round-robin gets 88.7% from it at 5 iterations, 82.1%
-    at 100, and the optimiser's sizing half 83.7% at 1 (the MA-FL issue's notes).
+    at 100, and the optimiser's sizing half 83.7% at 1 (the MA-FL issue's notes). "sessions"
+    (a study): the pooled probe, and at the first measurement a multi-round probe that replays
+    as many sessions per model as the run gives it (rounds x channels / models), one after
+    another, at 1 to 64 local steps each; where the surrogate's form fitted to those losses
+    turns down, the model's drift peak is put where it turns (``fedtempo.multitask.sessions``;
+    W-mafl base: the logreg at 19 to 29 steps on every seed, the MNIST models nowhere).
     ``model_share``: the optimiser gives every model at least this share of an equal split of
     each horizon's free upload slots (lowered for a horizon where no schedule meets it).
     ``work_visits``: the participation term counts a session by the share of the nominal
@@ -228,7 +233,7 @@ class MaflConfig(Section):
     calibrate: bool = True
     drift_horizon_min: float | None = Field(None, ge=0)
     batch_noise: Literal["curvature", "gradient"] = "gradient"
-    drift_probe: Literal["held-out", "pooled"] = "pooled"
+    drift_probe: Literal["held-out", "pooled", "sessions"] = "pooled"
     model_share: float = Field(1.0, ge=0, le=1)
     work_visits: bool = False
     spare_devices: int = Field(0, ge=0)

@@ -174,7 +174,8 @@ def probe(
 STEP_GRID = (1, 2, 4, 8, 16, 32, 64)
 
 
-def _loss(model: nn.Module, params: torch.Tensor, data: Data) -> float:
+def evaluation_loss(model: nn.Module, params: torch.Tensor, data: Data) -> float:
+    """The cross-entropy of ``model`` at ``params`` on ``data``, in eval mode."""
     load_vector(model, params)
     model.eval()
     with torch.no_grad():
@@ -212,8 +213,8 @@ def probe_round(
     shares = np.asarray(shares, dtype=float)
     weights = shares / float(shares.sum())
     current = [params.clone() for _ in devices]
-    losses, done = [_loss(model, params, evaluation)], 0
-    others = [] if held_out is None else [_loss(model, params, held_out)]
+    losses, done = [evaluation_loss(model, params, evaluation)], 0
+    others = [] if held_out is None else [evaluation_loss(model, params, held_out)]
     for j in steps:
         for i, (x, y) in enumerate(devices):
             run = dataclasses.replace(spec, iterations=j - done)
@@ -222,9 +223,9 @@ def probe_round(
         done = j
         mean = sum(float(w) * c for w, c in zip(weights, current, strict=True))
         assert isinstance(mean, torch.Tensor)
-        losses.append(_loss(model, mean, evaluation))
+        losses.append(evaluation_loss(model, mean, evaluation))
         if held_out is not None:
-            others.append(_loss(model, mean, held_out))
+            others.append(evaluation_loss(model, mean, held_out))
     return RoundCurve(
         np.array([0, *steps], dtype=float),
         np.array(losses),
@@ -242,7 +243,7 @@ DECAY_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 0.5, 28)])
 DRIFT_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 2.0, 40)])
 
 
-def _grid_fit(
+def fit_curve(
     curve: tuple[np.ndarray, np.ndarray],
     quality: float,
     local_grid: np.ndarray,
@@ -274,10 +275,10 @@ def _grid_fit(
 
 def fit_round(curve: RoundCurve, quality: float) -> tuple[float, float, float, float]:
     """(G, k, gamma0, delta): G the loss before the round; k, gamma0 and delta fitted to the
-    pooled curve (``_grid_fit``); delta > 0 lets the curve turn down (a loss that rises again
+    pooled curve (``fit_curve``); delta > 0 lets the curve turn down (a loss that rises again
     after some local steps). A round that did not lower the loss gives the smallest k on the
     grid."""
-    rate, local, decay = _grid_fit((curve.steps, curve.loss), quality, LOCAL_GRID, DECAY_GRID)
+    rate, local, decay = fit_curve((curve.steps, curve.loss), quality, LOCAL_GRID, DECAY_GRID)
     return float(curve.loss[0]), rate, local, decay
 
 
@@ -299,10 +300,10 @@ def carried_over(curve: RoundCurve) -> float:
 
 def fit_drift(steps: np.ndarray, held_out: np.ndarray, local_steps: float) -> float:
     """delta from the held-out curve (the round's mean model on the devices that did not train)
-    at the drift horizon gamma0 = ``local_steps``, with the rate free (``_grid_fit``): 0 where
+    at the drift horizon gamma0 = ``local_steps``, with the rate free (``fit_curve``): 0 where
     that loss keeps falling, the decay that puts the drift factor's peak where it turns, and
     1 or more (the factor falls from the first step) where it never falls below its start."""
-    return _grid_fit((steps, held_out), 1.0, np.array([float(local_steps)]), DRIFT_GRID)[2]
+    return fit_curve((steps, held_out), 1.0, np.array([float(local_steps)]), DRIFT_GRID)[2]
 
 
 def terms_from(

@@ -5,8 +5,10 @@ the devices of the probe round: those with the most data, and the held-out sampl
 devices' probe samples, on which ``ProbeSettings.held_out`` measures the probe round's drift),
 drawn on the first measurement from the model's own stream ("mafl-probe", task), so when it
 happens changes nothing. A measurement runs the gradient probes and a short probe round
-(``fedtempo.multitask.estimate``) and turns them into ``TaskTerms``. Probes are not charged to
-the devices' energy.
+(``fedtempo.multitask.estimate``) and turns them into ``TaskTerms``; with
+``ProbeSettings.sessions``, the first measurement also replays many sessions per model
+(``fedtempo.multitask.sessions``) for the drift peak. Probes are not charged to the devices'
+energy.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ import torch
 from fedtempo.alloc.mafl import TaskTerms
 from fedtempo.client.trainer import ClientTrainer
 from fedtempo.multitask.estimate import probe, probe_round, terms_from
+from fedtempo.multitask.sessions import (
+    SESSION_GRID,
+    replay_peak,
+    session_losses,
+    session_order,
+    turn_decay,
+)
 from fedtempo.rng import Streams
 
 
@@ -33,7 +42,10 @@ class ProbeSettings:
     also measured on the devices that did not train in it, and where little of the round's gain
     carries over there, the drift decay delta is fitted to that curve (``terms_from``; else to
     the pooled curve, mostly the round's own devices' data); ``local_steps_min``: the least
-    drift horizon gamma0 the terms get (the one the optimiser plans with)."""
+    drift horizon gamma0 the terms get (the one the optimiser plans with); ``sessions``: the
+    multi-round drift probe replays that many sessions per model at the first measurement
+    (``fedtempo.multitask.sessions``), and where longer sessions stop paying within its grid,
+    the model's drift peak is put where they do (0: off)."""
 
     batch: int
     samples: int = 512
@@ -42,6 +54,7 @@ class ProbeSettings:
     curved_noise: bool = False
     held_out: bool = False
     local_steps_min: float = 0.0
+    sessions: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class Prober:
         self.settings, self.streams = settings, streams
         self.relative = relative
         self.first_gap: dict[int, float] = {}
+        self.turns: dict[int, float | None] = {}  # the multi-round probe's, by model
         self.measurements = 0
 
     @functools.cached_property
@@ -147,8 +161,34 @@ class Prober:
                 strays,
                 self.settings.local_steps_min,
             )
+            if self.settings.sessions > 0:
+                if m not in self.turns:
+                    self.turns[m] = self._turn(m, tr, current)
+                turn = self.turns[m]
+                if turn is not None:
+                    decay = max(terms.drift_decay, turn_decay(turn, terms.local_steps))
+                    terms = dataclasses.replace(terms, drift_decay=decay)
             first = self.first_gap.setdefault(m, max(terms.gap, 1e-6))
             if self.relative:
                 terms = dataclasses.replace(terms, weight=terms.weight / first)
             out.append(terms)
         return tuple(out)
+
+    def _turn(self, m: int, tr: ClientTrainer, params: torch.Tensor) -> float | None:
+        """The multi-round probe of model ``m`` at ``params``: its drift peak in local steps, or
+        None where the replays show none (``sessions.replay_peak``)."""
+        pools = self._pools[m]
+        rng = self.streams.numpy("mafl-probe-sessions", tr.task)
+        order = pools.devices[session_order(len(pools.devices), self.settings.sessions, rng)]
+        losses = session_losses(
+            tr.model,
+            params,
+            tr.data,
+            order.tolist(),
+            pools.evaluation,
+            dataclasses.replace(tr.spec, batch_size=self.settings.batch),
+            lambda gamma: self.streams.torch("mafl-probe-sessions", tr.task, gamma),
+            SESSION_GRID,
+            tail=len(pools.devices),
+        )
+        return replay_peak(SESSION_GRID, losses)
