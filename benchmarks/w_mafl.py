@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         "and config; the file's code must be this code as far as the baselines go)",
     )
     args = ap.parse_args(argv)
+    if args.tag in ("sessions", "quick"):  # w_mafl_sessions.png is the heat maps' file
+        ap.error(f"--tag {args.tag}: taken by the results' own file names; choose another")
     config, workload = SETTINGS[args.setting]
     workload += f"-{args.tag}" if args.tag else ""
     base = ["mafl.rounds=4", "mafl.warmup_rounds=1"] if args.quick else []
