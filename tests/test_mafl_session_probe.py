@@ -150,3 +150,14 @@ def test_the_turn_sets_the_drift_decay_once_and_nothing_else(monkeypatch):
             assert float(drift_peak(mine.local_steps, mine.drift_decay)) <= turns[m] + 1e-9
     replayed(params, previous)
     assert len(calls) == 2  # measured once, at the first measurement
+
+
+def test_the_replayed_sessions_are_the_runs_sessions_per_model_and_at_least_one():
+    from fedtempo.experiment.multibuild import replayed_sessions
+
+    mc = validate_config(two_tasks("sca", warmup_rounds=1, drift_probe="sessions")).mafl
+    assert replayed_sessions(mc, 2) == mc.rounds * mc.channels // 2 > 1
+    few = mc.model_copy(update={"rounds": 3, "channels": 1})
+    assert replayed_sessions(few, 2) == 1  # 3 uploads over 2 models
+    assert replayed_sessions(few, 5) == 1  # fewer uploads than models: still one
+    assert replayed_sessions(mc.model_copy(update={"drift_probe": "pooled"}), 2) == 0

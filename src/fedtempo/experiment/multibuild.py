@@ -117,6 +117,14 @@ def drift_horizon(mc: MaflConfig) -> float:
     return float(mc.iterations if mc.drift_horizon_min is None else mc.drift_horizon_min)
 
 
+def replayed_sessions(mc: MaflConfig, models: int) -> int:
+    """Sessions per model the multi-round drift probe replays: as many as the run gives each
+    model (rounds x channels / models, at least 1); 0 where that probe is off."""
+    if mc.drift_probe != "sessions":
+        return 0
+    return max(1, mc.rounds * mc.channels // models)
+
+
 def scheduler(
     mc: MaflConfig, ph: Physics, streams: Streams, spared: np.ndarray | None = None
 ) -> Callable[[PlanContext], Schedule]:
@@ -174,7 +182,7 @@ def build_multitask(config: ExperimentConfig, recorder: Recorder) -> Built:
         curved_noise=mc.batch_noise == "curvature",
         held_out=mc.drift_probe == "held-out",
         local_steps_min=drift_horizon(mc),
-        sessions=mc.rounds * mc.channels // len(tasks) if mc.drift_probe == "sessions" else 0,
+        sessions=replayed_sessions(mc, len(tasks)),
     )
     prober = Prober([t.trainer for t in tasks], samples, weights, probes, streams, mc.relative_gap)
     warmup = partial(round_robin, spare=spared)

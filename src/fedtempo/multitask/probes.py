@@ -44,8 +44,8 @@ class ProbeSettings:
     the pooled curve, mostly the round's own devices' data); ``local_steps_min``: the least
     drift horizon gamma0 the terms get (the one the optimiser plans with); ``sessions``: the
     multi-round drift probe replays that many sessions per model at the first measurement
-    (``fedtempo.multitask.sessions``), and where longer sessions stop paying within its grid,
-    the model's drift peak is put where they do (0: off)."""
+    (``fedtempo.multitask.sessions``), and where the surrogate's form fitted to the replays
+    turns down, the model gets that drift peak (0: off)."""
 
     batch: int
     samples: int = 512
