@@ -138,8 +138,8 @@ def test_the_turn_sets_the_drift_decay_once_and_nothing_else(monkeypatch):
     monkeypatch.setattr(probes_module, "session_losses", replay)
     terms = replayed(params, previous)
     assert calls == [replayed.settings.sessions] * 2
-    assert replayed.turns == turns
-    assert pooled.turns == {}
+    assert replayed.peaks == turns
+    assert pooled.peaks == {}
     for m, (mine, theirs) in enumerate(zip(terms, base, strict=True)):
         if turns[m] is None:
             assert _same(mine, theirs)

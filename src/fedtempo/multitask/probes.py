@@ -85,7 +85,7 @@ class Prober:
         self.settings, self.streams = settings, streams
         self.relative = relative
         self.first_gap: dict[int, float] = {}
-        self.turns: dict[int, float | None] = {}  # the multi-round probe's, by model
+        self.peaks: dict[int, float | None] = {}  # the multi-round probe's drift peaks, by model
         self.measurements = 0
 
     @functools.cached_property
@@ -162,11 +162,11 @@ class Prober:
                 self.settings.local_steps_min,
             )
             if self.settings.sessions > 0:
-                if m not in self.turns:
-                    self.turns[m] = self._turn(m, tr, current)
-                turn = self.turns[m]
-                if turn is not None:
-                    decay = max(terms.drift_decay, turn_decay(turn, terms.local_steps))
+                if m not in self.peaks:
+                    self.peaks[m] = self._replay_peak(m, tr, current)
+                peak = self.peaks[m]
+                if peak is not None:
+                    decay = max(terms.drift_decay, turn_decay(peak, terms.local_steps))
                     terms = dataclasses.replace(terms, drift_decay=decay)
             first = self.first_gap.setdefault(m, max(terms.gap, 1e-6))
             if self.relative:
@@ -174,7 +174,7 @@ class Prober:
             out.append(terms)
         return tuple(out)
 
-    def _turn(self, m: int, tr: ClientTrainer, params: torch.Tensor) -> float | None:
+    def _replay_peak(self, m: int, tr: ClientTrainer, params: torch.Tensor) -> float | None:
         """The multi-round probe of model ``m`` at ``params``: its drift peak in local steps, or
         None where the replays show none (``sessions.replay_peak``)."""
         pools = self._pools[m]

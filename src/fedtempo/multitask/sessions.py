@@ -29,9 +29,7 @@ from torch import nn
 
 from fedtempo.alloc.mafl import drift_peak
 from fedtempo.client.local import LocalSpec, train_local
-from fedtempo.multitask.estimate import DECAY_GRID, LOCAL_GRID, evaluation_loss, fit_curve
-
-Data = tuple[torch.Tensor, torch.Tensor]
+from fedtempo.multitask.estimate import DECAY_GRID, LOCAL_GRID, Data, evaluation_loss, fit_curve
 
 SESSION_GRID = (1, 2, 4, 8, 16, 32, 64)
 
